@@ -1,0 +1,132 @@
+//! The `tandem-bench` command line.
+
+use crate::trec_eval::{evaluate, Qrels, Run};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use tandem_engine::synth::{generate, SynthConfig};
+
+/// Benchmarks and evaluation for tandem.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-bench", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score a TREC run against TREC qrels (trec_eval semantics): nDCG@10, Recall@10/100, MRR@10.
+    Eval(EvalArgs),
+    /// Generate a deterministic synthetic corpus in the eval-set layout.
+    Gen(GenArgs),
+}
+
+/// Arguments of `tandem-bench eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The run: `qid Q0 docid rank score tag` per line.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The judgments: `qid iter docid rel` per line.
+    #[arg(long)]
+    pub qrels: PathBuf,
+    /// Average over every judged query, counting queries missing from the run as 0 (trec_eval -c).
+    #[arg(long)]
+    pub complete: bool,
+    /// Print the measures as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `tandem-bench gen`.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Documents to generate.
+    #[arg(long)]
+    pub docs: usize,
+    /// Queries to generate.
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// Seed: the same seed gives byte-identical files.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Token-vector dimensions; without it only the sparse files are written.
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// Mean token vectors per document.
+    #[arg(long, default_value_t = 64)]
+    pub tokens_per_doc: usize,
+    /// Mean token vectors per query.
+    #[arg(long, default_value_t = 32)]
+    pub query_tokens: usize,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Eval(args) => eval(&args),
+        Command::Gen(args) => gen(&args),
+    }
+}
+
+fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let run = Run::from_path(&args.run)?;
+    let qrels = Qrels::from_path(&args.qrels)?;
+    let m = evaluate(&run, &qrels, args.complete);
+    if args.json {
+        let report = serde_json::json!({
+            "queries": m.queries,
+            "ndcg_at_10": m.ndcg_at_10,
+            "recall_at_10": m.recall_at_10,
+            "recall_at_100": m.recall_at_100,
+            "mrr_at_10": m.mrr_at_10,
+            "mrr": m.mrr,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("queries     {}", m.queries);
+        println!("nDCG@10     {:.4}", m.ndcg_at_10);
+        println!("Recall@10   {:.4}", m.recall_at_10);
+        println!("Recall@100  {:.4}", m.recall_at_100);
+        println!("MRR@10      {:.4}", m.mrr_at_10);
+        println!("MRR         {:.4}", m.mrr);
+    }
+    Ok(())
+}
+
+fn gen(args: &GenArgs) -> anyhow::Result<()> {
+    let config = SynthConfig {
+        docs: args.docs,
+        queries: args.queries,
+        seed: args.seed,
+        dim: args.dim,
+        tokens_per_doc: args.tokens_per_doc,
+        query_tokens: args.query_tokens,
+    };
+    let bar = ProgressBar::new(args.docs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "generate [{bar:40}] {pos}/{len} docs {elapsed_precise} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let summary = generate(&config, &args.out, &|done| bar.set_position(done))?;
+    bar.finish();
+    println!(
+        "wrote {}: {} documents ({} postings, {} token vectors), {} queries ({} token vectors)",
+        args.out.display(),
+        summary.docs,
+        summary.postings,
+        summary.doc_tokens,
+        summary.queries,
+        summary.query_tokens
+    );
+    Ok(())
+}

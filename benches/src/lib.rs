@@ -1,0 +1,6 @@
+//! `tandem-bench`: scores runs against relevance judgments ([`trec_eval`]), generates synthetic
+//! corpora, and (in later work) drives load and quality benchmarks. The command line is defined
+//! in [`cli`] so tests run the same code as the binary.
+
+pub mod cli;
+pub mod trec_eval;

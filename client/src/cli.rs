@@ -1,0 +1,149 @@
+//! The `tandem` command line: run query files against a server, describe its index.
+
+use crate::queries::{QueryKnobs, QuerySet};
+use crate::trec::write_run;
+use crate::TandemClient;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Query a tandem server.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every query of a file (with SearchBatch) and write a TREC run.
+    Search(SearchArgs),
+    /// Print what the server has loaded.
+    Info {
+        /// Server address.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TANDEM_ADDR")]
+        addr: String,
+    },
+}
+
+/// Arguments of `tandem search`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "TANDEM_ADDR")]
+    pub addr: String,
+    /// Queries JSONL: {"id": ..., "vector": {"token": weight, ...}}.
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Query token vectors, .npy [total_tokens, dim] float32 or float16 (needed to rerank).
+    #[arg(long)]
+    pub query_vectors: Option<PathBuf>,
+    /// Token vectors per query, .npy [queries].
+    #[arg(long)]
+    pub query_lens: Option<PathBuf>,
+    /// Results per query (server default 10).
+    #[arg(long, default_value_t = 10)]
+    pub k: u32,
+    /// Candidates reranked per query (server default max(20, k)).
+    #[arg(long)]
+    pub kappa: Option<u32>,
+    /// CP(α) candidate pruning.
+    #[arg(long)]
+    pub cp_alpha: Option<f32>,
+    /// EE(β) early exit.
+    #[arg(long)]
+    pub ee_beta: Option<u32>,
+    /// Return the first stage's ranking (no MaxSim); query vectors are not needed.
+    #[arg(long)]
+    pub sparse_only: bool,
+    /// Queries per SearchBatch call.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Where to write the TREC run (`-` for stdout).
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+    /// The run tag (last column).
+    #[arg(long, default_value = "tandem")]
+    pub tag: String,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Search(args) => search(args).await.map(|_| ()),
+        Command::Info { addr } => {
+            let info = TandemClient::connect(&addr).await?.index_info().await?;
+            println!("{info:#?}");
+            Ok(())
+        }
+    }
+}
+
+/// What `tandem search` did.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchReport {
+    /// Queries answered.
+    pub queries: usize,
+    /// Wall-clock seconds of the RPCs.
+    pub seconds: f64,
+}
+
+/// `tandem search`: loads the queries, runs them in batches, writes the run.
+pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
+    if !args.sparse_only && args.query_vectors.is_none() {
+        anyhow::bail!(
+            "--query-vectors and --query-lens are needed to rerank (or pass --sparse-only)"
+        );
+    }
+    let queries = QuerySet::load(
+        &args.queries,
+        args.query_vectors.as_deref().filter(|_| !args.sparse_only),
+        args.query_lens.as_deref().filter(|_| !args.sparse_only),
+    )?;
+    let knobs = QueryKnobs {
+        k: args.k,
+        kappa: args.kappa.unwrap_or(0),
+        cp_alpha: args.cp_alpha,
+        ee_beta: args.ee_beta,
+        sparse_only: args.sparse_only,
+    };
+    let requests = (0..queries.len())
+        .map(|i| queries.request(i, &knobs))
+        .collect();
+    let mut client = TandemClient::connect(&args.addr).await?;
+    let started = Instant::now();
+    let responses = client
+        .search_batches(requests, args.batch_size)
+        .await
+        .map_err(|s| anyhow::anyhow!("server answered {:?}: {}", s.code(), s.message()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let unknown: u64 = responses.iter().map(|r| r.unknown_tokens as u64).sum();
+    if args.out.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        write_run(&mut stdout.lock(), &responses, &args.tag)?;
+    } else {
+        let file = std::fs::File::create(&args.out)
+            .with_context(|| format!("cannot create {}", args.out.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        write_run(&mut out, &responses, &args.tag)?;
+        out.flush()
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+    }
+    eprintln!(
+        "{} queries in {:.3} s ({:.0} queries/s over {} SearchBatch calls); {} unknown query tokens ignored",
+        responses.len(),
+        seconds,
+        responses.len() as f64 / seconds.max(1e-9),
+        responses.len().div_ceil(args.batch_size.max(1)),
+        unknown
+    );
+    Ok(SearchReport {
+        queries: responses.len(),
+        seconds,
+    })
+}

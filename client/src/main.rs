@@ -1,0 +1,14 @@
+//! The `tandem` binary.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match tandem_client::cli::run(tandem_client::cli::Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

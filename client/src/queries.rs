@@ -1,0 +1,141 @@
+//! Query files: queries JSONL (`{"id", "text", "vector": {token: weight}}`) plus, for
+//! reranking, their token vectors (`.npy` `[total_tokens, dim]`) and counts (`.npy` `[queries]`).
+
+use anyhow::{bail, Context};
+use std::path::Path;
+use tandem_engine::jsonl::{parse_all, SparseRecord};
+use tandem_engine::npy::{NpyArray, NpyDType};
+use tandem_proto::v1::{Query, Rerank, SearchRequest, TokenVectors};
+
+/// Loaded queries, in file order.
+pub struct QuerySet {
+    /// The sparse side of each query.
+    pub records: Vec<SparseRecord>,
+    /// Each query's token vectors (row-major) when vectors were given.
+    pub vectors: Option<Vec<Vec<f32>>>,
+    /// Dimensions per token vector (0 without vectors).
+    pub dim: usize,
+}
+
+/// Knobs sent with every query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryKnobs {
+    /// Results per query (0: server default).
+    pub k: u32,
+    /// Candidates reranked (0: server default).
+    pub kappa: u32,
+    /// CP(α).
+    pub cp_alpha: Option<f32>,
+    /// EE(β).
+    pub ee_beta: Option<u32>,
+    /// Skip reranking (sparse scores only).
+    pub sparse_only: bool,
+}
+
+impl QuerySet {
+    /// Loads `queries` and, when given, the token vectors and counts, checking they agree.
+    pub fn load(
+        queries: &Path,
+        vectors: Option<&Path>,
+        lens: Option<&Path>,
+    ) -> anyhow::Result<QuerySet> {
+        let text = std::fs::read_to_string(queries)
+            .with_context(|| format!("cannot read {}", queries.display()))?;
+        let records = parse_all(&text, &queries.display().to_string())?;
+        let (vectors, dim) = match (vectors, lens) {
+            (None, None) => (None, 0),
+            (Some(vectors), Some(lens)) => {
+                let (per_query, dim) = load_vectors(vectors, lens, records.len())?;
+                (Some(per_query), dim)
+            }
+            _ => bail!("--query-vectors and --query-lens go together"),
+        };
+        Ok(QuerySet {
+            records,
+            vectors,
+            dim,
+        })
+    }
+
+    /// Number of queries.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no queries.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The request for query `i`.
+    pub fn request(&self, i: usize, knobs: &QueryKnobs) -> SearchRequest {
+        let record = &self.records[i];
+        let vectors = if knobs.sparse_only {
+            None
+        } else {
+            self.vectors.as_ref().map(|all| TokenVectors {
+                dim: self.dim as u32,
+                values: all[i].clone(),
+                f16_le: Vec::new(),
+            })
+        };
+        SearchRequest {
+            query: Some(Query {
+                sparse: None,
+                sparse_tokens: record.terms.iter().cloned().collect(),
+                vectors,
+            }),
+            k: knobs.k,
+            kappa: knobs.kappa,
+            cp_alpha: knobs.cp_alpha,
+            ee_beta: knobs.ee_beta,
+            rerank: if knobs.sparse_only {
+                Rerank::None as i32
+            } else {
+                Rerank::Maxsim as i32
+            },
+            query_id: record.id.clone(),
+        }
+    }
+}
+
+fn load_vectors(
+    vectors: &Path,
+    lens: &Path,
+    queries: usize,
+) -> anyhow::Result<(Vec<Vec<f32>>, usize)> {
+    let matrix = NpyArray::open(vectors)?;
+    let (rows, dim) = matrix.matrix_shape()?;
+    if !matches!(matrix.dtype(), NpyDType::F32 | NpyDType::F16) {
+        bail!(
+            "{}: query vectors must be float32 or float16, got {}",
+            vectors.display(),
+            matrix.dtype().name()
+        );
+    }
+    let lens = NpyArray::open(lens)?.to_u64_vec()?;
+    if lens.len() != queries {
+        bail!(
+            "{}: {} token counts for {queries} queries",
+            vectors.display(),
+            lens.len()
+        );
+    }
+    let total: u64 = lens.iter().sum();
+    if total != rows as u64 {
+        bail!(
+            "token counts sum to {total} but {} has {rows} rows",
+            vectors.display()
+        );
+    }
+    let mut per_query = Vec::with_capacity(queries);
+    let mut start = 0usize;
+    for &len in &lens {
+        let end = start + len as usize;
+        let mut values = Vec::new();
+        matrix.rows_f32(start..end, None, &mut values);
+        per_query.push(values);
+        start = end;
+    }
+    Ok((per_query, dim))
+}

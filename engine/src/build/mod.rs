@@ -1,0 +1,288 @@
+//! Index builds: validate the inputs, write every file into a staging directory, commit.
+
+pub mod docs;
+pub mod vectors;
+
+use crate::error::{Error, Result};
+use crate::format::array::ArrayWriter;
+use crate::format::manifest::Manifest;
+use crate::format::staging::StagingDir;
+use crate::format::strings::StringTable;
+use crate::format::{files, FORMAT_VERSION};
+use crate::npy::NpyArray;
+use docs::{parse_docs, ParsedDocs, Vocabulary};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Inputs and options of a build.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    /// Documents JSONL (`{"id": ..., "vector": {"token": weight}}`).
+    pub docs: PathBuf,
+    /// Token vectors `.npy`, `[total_tokens, dim]` of float32, float16 or int8.
+    pub vectors: PathBuf,
+    /// Tokens per document `.npy`, `[doc_count]` of an integer type, in document order.
+    pub lens: PathBuf,
+    /// For int8 vectors: value = q × scale.
+    pub int8_scale: Option<f32>,
+    /// A fixed vocabulary file (one term per line); without it terms are numbered in order of
+    /// first appearance.
+    pub vocab: Option<PathBuf>,
+    /// Document tokens are decimal ids into `vocab` rather than terms.
+    pub token_ids: bool,
+    /// The index directory to create.
+    pub out: PathBuf,
+    /// Replace `out` if it exists.
+    pub overwrite: bool,
+}
+
+/// Receives progress of a build (a terminal progress bar, or nothing).
+pub trait Progress: Sync {
+    /// A stage begins, with `total` units of work.
+    fn start(&self, _stage: &str, _total: u64) {}
+    /// `units` more of the current stage are done.
+    fn advance(&self, _units: u64) {}
+    /// The current stage is done.
+    fn finish(&self) {}
+}
+
+/// Progress that is not reported.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildSummary {
+    /// The committed index directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Wall-clock seconds of the build.
+    pub seconds: f64,
+}
+
+/// Builds an index from `config`'s inputs. Every input is validated before anything is
+/// committed; the first fault is reported with its file and line or row.
+pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<BuildSummary> {
+    let started = Instant::now();
+    if config.token_ids && config.vocab.is_none() {
+        return Err(Error::bad_input(
+            "--token-ids",
+            "numeric token ids need --vocab FILE to give them their terms",
+        ));
+    }
+    let vectors = NpyArray::open(&config.vectors)?;
+    vectors::check_dtype(&vectors, config.int8_scale)?;
+    let (rows, dim) = vectors.matrix_shape()?;
+    if dim == 0 {
+        return Err(Error::bad_input(
+            config.vectors.display().to_string(),
+            "dim (the second axis) is 0",
+        ));
+    }
+    let lens = NpyArray::open(&config.lens)?.to_u64_vec()?;
+    let lens_location = |i: usize| format!("{}: row {i}", config.lens.display());
+    let mut token_offsets = Vec::with_capacity(lens.len() + 1);
+    token_offsets.push(0u64);
+    for (i, &len) in lens.iter().enumerate() {
+        if len == 0 {
+            return Err(Error::bad_input(
+                lens_location(i),
+                "document has 0 token vectors (every document needs at least one)",
+            ));
+        }
+        token_offsets.push(token_offsets[i] + len);
+    }
+    let total_tokens = *token_offsets.last().unwrap_or(&0);
+    if total_tokens != rows as u64 {
+        return Err(Error::bad_input(
+            config.lens.display().to_string(),
+            format!(
+                "token counts sum to {total_tokens} but {} has {rows} rows",
+                config.vectors.display()
+            ),
+        ));
+    }
+
+    let vocabulary = match &config.vocab {
+        Some(path) => Vocabulary::from_file(path, config.token_ids)?,
+        None => Vocabulary::FromDocuments,
+    };
+    let docs = parse_docs(&config.docs, vocabulary, progress)?;
+    if docs.ids.len() != lens.len() {
+        return Err(Error::bad_input(
+            config.lens.display().to_string(),
+            format!(
+                "{} token counts for {} documents in {}",
+                lens.len(),
+                docs.ids.len(),
+                config.docs.display()
+            ),
+        ));
+    }
+    if docs.vocab.len() > u32::MAX as usize || docs.ids.len() > u32::MAX as usize {
+        return Err(Error::bad_input(
+            config.docs.display().to_string(),
+            "more than 2^32 documents or terms",
+        ));
+    }
+
+    let mut staging = StagingDir::create(&config.out, config.overwrite)?;
+    write_strings(
+        &mut staging,
+        &docs.vocab,
+        "vocab",
+        files::VOCAB_OFFSETS,
+        files::VOCAB_BYTES,
+    )?;
+    write_strings(
+        &mut staging,
+        &docs.ids,
+        "ids",
+        files::IDS_OFFSETS,
+        files::IDS_BYTES,
+    )?;
+    write_postings(&mut staging, &docs, progress)?;
+    let offsets_file = crate::format::array::write_array(
+        &staging.file_path(files::TOKENS_OFFSETS),
+        files::TOKENS_OFFSETS,
+        &token_offsets,
+    )?;
+    staging.record(files::TOKENS_OFFSETS, offsets_file);
+    let vectors_file = vectors::write_f16_rows(
+        &vectors,
+        config.int8_scale,
+        &token_offsets,
+        &staging.file_path(files::TOKENS_F16),
+        files::TOKENS_F16,
+        progress,
+    )?;
+    staging.record(files::TOKENS_F16, vectors_file);
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        created_by: format!("tandem {}", env!("CARGO_PKG_VERSION")),
+        created_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        doc_count: docs.ids.len() as u64,
+        vocab_size: docs.vocab.len() as u64,
+        token_count: total_tokens,
+        posting_count: docs.terms.len() as u64,
+        dim: dim as u32,
+        vector_codec: "f16".to_string(),
+        build_parameters: build_parameters(config, &vectors),
+        files: BTreeMap::new(),
+    };
+    let dir = staging.commit(manifest.clone())?;
+    let manifest = Manifest::read(&dir.join(files::MANIFEST))?;
+    Ok(BuildSummary {
+        dir,
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn write_strings(
+    staging: &mut StagingDir,
+    strings: &[String],
+    name: &str,
+    offsets_name: &str,
+    bytes_name: &str,
+) -> Result<()> {
+    let table = StringTable::from_strings(strings);
+    let (offsets, bytes) = table.write(
+        &staging.file_path(offsets_name),
+        &staging.file_path(bytes_name),
+        name,
+    )?;
+    staging.record(offsets_name, offsets);
+    staging.record(bytes_name, bytes);
+    Ok(())
+}
+
+/// Inverts the document-term matrix: a counting pass sizes each posting list, a fill pass in
+/// document order appends to them, so every list comes out sorted by document id.
+fn write_postings(
+    staging: &mut StagingDir,
+    docs: &ParsedDocs,
+    progress: &dyn Progress,
+) -> Result<()> {
+    progress.start("invert postings", docs.ids.len() as u64);
+    let vocab_size = docs.vocab.len();
+    let mut offsets = vec![0u64; vocab_size + 1];
+    for &term in &docs.terms {
+        offsets[term as usize + 1] += 1;
+    }
+    for t in 0..vocab_size {
+        offsets[t + 1] += offsets[t];
+    }
+    let mut cursor: Vec<u64> = offsets[..vocab_size].to_vec();
+    let mut post_docs = vec![0u32; docs.terms.len()];
+    let mut post_weights = vec![0f32; docs.terms.len()];
+    for doc in 0..docs.ids.len() {
+        let range = docs.offsets[doc] as usize..docs.offsets[doc + 1] as usize;
+        for (&term, &weight) in docs.terms[range.clone()].iter().zip(&docs.weights[range]) {
+            let slot = &mut cursor[term as usize];
+            post_docs[*slot as usize] = doc as u32;
+            post_weights[*slot as usize] = weight;
+            *slot += 1;
+        }
+    }
+    progress.finish();
+    for (name, written) in [
+        (
+            files::POSTINGS_OFFSETS,
+            write_one(staging, files::POSTINGS_OFFSETS, &offsets)?,
+        ),
+        (
+            files::POSTINGS_DOCS,
+            write_one(staging, files::POSTINGS_DOCS, &post_docs)?,
+        ),
+        (
+            files::POSTINGS_WEIGHTS,
+            write_one(staging, files::POSTINGS_WEIGHTS, &post_weights)?,
+        ),
+    ] {
+        staging.record(name, written);
+    }
+    Ok(())
+}
+
+fn write_one<T: crate::format::array::Element>(
+    staging: &StagingDir,
+    name: &str,
+    values: &[T],
+) -> Result<crate::format::array::WrittenFile> {
+    let mut writer = ArrayWriter::<T>::create(&staging.file_path(name), name, values.len() as u64)?;
+    writer.push_slice(values)?;
+    writer.finish()
+}
+
+fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String, String> {
+    let path = |p: &Path| p.display().to_string();
+    let mut params = BTreeMap::new();
+    params.insert("docs".to_string(), path(&config.docs));
+    params.insert("vectors".to_string(), path(&config.vectors));
+    params.insert("lens".to_string(), path(&config.lens));
+    params.insert(
+        "vectors_dtype".to_string(),
+        vectors.dtype().name().to_string(),
+    );
+    if let Some(scale) = config.int8_scale {
+        params.insert("int8_scale".to_string(), scale.to_string());
+    }
+    params.insert(
+        "vocab".to_string(),
+        config
+            .vocab
+            .as_deref()
+            .map(path)
+            .unwrap_or_else(|| "from documents".to_string()),
+    );
+    params.insert("token_ids".to_string(), config.token_ids.to_string());
+    params.insert("first_stage".to_string(), "exact".to_string());
+    params
+}

@@ -1,0 +1,92 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine. Front ends map each variant once (the server to a
+/// gRPC status, the CLIs to a message and exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A query or its parameters are invalid; `field` names the offending field.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// The field path, e.g. `query.vectors.dim`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Input of an index build (a file the user gave) is malformed; `location` is `file:line` or
+    /// `file: row N`.
+    #[error("{location}: {message}")]
+    BadInput {
+        /// Where: the file and line (or row) of the first fault.
+        location: String,
+        /// What is wrong there.
+        message: String,
+    },
+    /// An index file is missing, corrupt, or of another format version.
+    #[error("corrupt index {}: {message}", path.display())]
+    Corrupt {
+        /// The file (or directory) at fault.
+        path: PathBuf,
+        /// What check failed.
+        message: String,
+    },
+    /// An I/O operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file the operation was on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::InvalidArgument`] for `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::BadInput`] at `location`.
+    pub fn bad_input(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadInput {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Corrupt`] for `path`.
+    pub fn corrupt(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Prefixes the field path of an [`Error::InvalidArgument`] (e.g. with `requests[3].`);
+    /// other variants are returned unchanged.
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            Error::InvalidArgument { field, message } => Error::InvalidArgument {
+                field: format!("{prefix}{field}"),
+                message,
+            },
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `manifest.json`: format version, counts, build parameters, and a checksum per file.
+
+use crate::error::{Error, Result};
+use crate::format::array::WrittenFile;
+use crate::format::FORMAT_VERSION;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Size and checksum of one index file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File size in bytes.
+    pub bytes: u64,
+    /// xxh3-64 of the whole file, 16 lowercase hex digits.
+    pub xxh3: String,
+}
+
+impl From<WrittenFile> for FileEntry {
+    fn from(written: WrittenFile) -> Self {
+        FileEntry {
+            bytes: written.bytes,
+            xxh3: format!("{:016x}", written.xxh3),
+        }
+    }
+}
+
+/// The manifest of an index directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// On-disk format version ([`FORMAT_VERSION`] when written by this build).
+    pub format_version: u32,
+    /// The program and version that wrote the index.
+    pub created_by: String,
+    /// Seconds since the Unix epoch when the build finished.
+    pub created_unix_s: u64,
+    /// Number of documents.
+    pub doc_count: u64,
+    /// Number of vocabulary terms (valid term ids are `0..vocab_size`).
+    pub vocab_size: u64,
+    /// Token vectors over all documents.
+    pub token_count: u64,
+    /// Postings in the inverted index.
+    pub posting_count: u64,
+    /// Dimensions of a token vector.
+    pub dim: u32,
+    /// How token vectors are stored (`f16`).
+    pub vector_codec: String,
+    /// Inputs and options of the build, for provenance.
+    pub build_parameters: BTreeMap<String, String>,
+    /// Every other file of the directory with its size and checksum.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+impl Manifest {
+    /// Reads and parses `path`, refusing other format versions.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::corrupt(path, format!("unreadable manifest: {e}")))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "format version {}, this build reads version {FORMAT_VERSION}; rebuild the index",
+                    manifest.format_version
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// The entry of file `name`, or a corruption error if the manifest does not list it.
+    pub fn file(&self, dir: &Path, name: &str) -> Result<&FileEntry> {
+        self.files
+            .get(name)
+            .ok_or_else(|| Error::corrupt(dir, format!("manifest does not list `{name}`")))
+    }
+}

@@ -1,0 +1,47 @@
+//! The on-disk index format.
+//!
+//! An index is a directory holding `manifest.json` and a set of *array files*. The manifest
+//! carries the format version, the index's counts and build parameters, and the size and xxh3-64
+//! checksum of every other file. Each array file starts with a 64-byte header (magic, format
+//! version, element type, the array's name and length) followed by the little-endian elements,
+//! so it can be memory-mapped and viewed as a slice without copying. See ARCHITECTURE.md for the
+//! list of files.
+//!
+//! Writing goes through [`staging::StagingDir`]: files are written into a hidden temporary
+//! directory beside the target, fsynced, and the directory is renamed into place only after the
+//! manifest is written, so an interrupted build never leaves an index that would load.
+
+pub mod array;
+pub mod manifest;
+pub mod staging;
+pub mod strings;
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("tandem's index format is little-endian; big-endian targets are not supported");
+
+/// The version of the on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Names of the files of an index directory.
+pub mod files {
+    /// The manifest (JSON).
+    pub const MANIFEST: &str = "manifest.json";
+    /// Vocabulary strings: offsets (`u64`, vocab_size + 1) and UTF-8 bytes.
+    pub const VOCAB_OFFSETS: &str = "vocab.offsets";
+    /// Vocabulary strings: the UTF-8 bytes.
+    pub const VOCAB_BYTES: &str = "vocab.bytes";
+    /// External document ids: offsets (`u64`, doc_count + 1).
+    pub const IDS_OFFSETS: &str = "ids.offsets";
+    /// External document ids: the UTF-8 bytes.
+    pub const IDS_BYTES: &str = "ids.bytes";
+    /// Start of each term's posting list (`u64`, vocab_size + 1).
+    pub const POSTINGS_OFFSETS: &str = "postings.offsets";
+    /// Document ids of all postings (`u32`), ascending within a term.
+    pub const POSTINGS_DOCS: &str = "postings.docs";
+    /// Weights of all postings (`f32`), parallel to the document ids.
+    pub const POSTINGS_WEIGHTS: &str = "postings.weights";
+    /// First token row of each document (`u64`, doc_count + 1).
+    pub const TOKENS_OFFSETS: &str = "tokens.offsets";
+    /// Token vectors (`f16`, token_count × dim), row-major, documents in order.
+    pub const TOKENS_F16: &str = "tokens.f16";
+}

@@ -1,0 +1,211 @@
+//! A loaded index: the manifest, vocabulary, external ids, inverted index and token store.
+
+use crate::error::{Error, Result};
+use crate::format::array::checksum_file;
+use crate::format::manifest::Manifest;
+use crate::format::{files, strings::StringTable};
+use crate::sparse::InvertedIndex;
+use crate::tokens::TokenStore;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// How much [`Index::open`] checks before serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Recompute every file's checksum (reads every byte) and check every invariant. The default.
+    Full,
+    /// Check headers, sizes and invariants but not checksums (faster start on huge indexes).
+    SkipChecksums,
+}
+
+/// An open, validated index. Immutable; share it behind an `Arc` across threads.
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    vocab: StringTable,
+    term_ids: HashMap<String, u32>,
+    doc_ids: StringTable,
+    postings: InvertedIndex,
+    tokens: TokenStore,
+}
+
+impl Index {
+    /// Opens the index at `dir`, verifying checksums and invariants; a corrupt or incomplete
+    /// index is refused with an error naming the file and the failed check.
+    pub fn open(dir: &Path) -> Result<Index> {
+        Index::open_with(dir, Verify::Full)
+    }
+
+    /// Opens the index at `dir` with the given level of verification.
+    pub fn open_with(dir: &Path, verify: Verify) -> Result<Index> {
+        let manifest_path = dir.join(files::MANIFEST);
+        if !manifest_path.exists() {
+            return Err(Error::corrupt(
+                dir,
+                "no manifest.json: not an index directory, or a build that did not finish",
+            ));
+        }
+        let manifest = Manifest::read(&manifest_path)?;
+        if verify == Verify::Full {
+            verify_checksums(dir, &manifest)?;
+        } else {
+            for (name, entry) in &manifest.files {
+                let path = dir.join(name);
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(&path, e))?
+                    .len();
+                if len != entry.bytes {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!("{len} bytes, the manifest says {}", entry.bytes),
+                    ));
+                }
+            }
+        }
+        let count = |value: u64, what: &str| {
+            usize::try_from(value)
+                .map_err(|_| Error::corrupt(&manifest_path, format!("{what} {value} is too large")))
+        };
+        let doc_count = count(manifest.doc_count, "doc_count")?;
+        let vocab_size = count(manifest.vocab_size, "vocab_size")?;
+        let token_count = count(manifest.token_count, "token_count")?;
+        let dim = manifest.dim as usize;
+        if dim == 0 || vocab_size > u32::MAX as usize || doc_count > u32::MAX as usize {
+            return Err(Error::corrupt(
+                &manifest_path,
+                "dim must be > 0 and vocab_size, doc_count must fit in 32 bits",
+            ));
+        }
+        if manifest.vector_codec != "f16" {
+            return Err(Error::corrupt(
+                &manifest_path,
+                format!("vector codec `{}` is not supported", manifest.vector_codec),
+            ));
+        }
+        for name in [
+            files::VOCAB_OFFSETS,
+            files::VOCAB_BYTES,
+            files::IDS_OFFSETS,
+            files::IDS_BYTES,
+            files::POSTINGS_OFFSETS,
+            files::POSTINGS_DOCS,
+            files::POSTINGS_WEIGHTS,
+            files::TOKENS_OFFSETS,
+            files::TOKENS_F16,
+        ] {
+            manifest.file(dir, name)?;
+        }
+        let vocab = StringTable::open(
+            &dir.join(files::VOCAB_OFFSETS),
+            &dir.join(files::VOCAB_BYTES),
+            "vocab",
+            vocab_size,
+        )?;
+        let mut term_ids = HashMap::with_capacity(vocab_size);
+        for (id, term) in vocab.iter().enumerate() {
+            if term_ids.insert(term.to_string(), id as u32).is_some() {
+                return Err(Error::corrupt(
+                    dir.join(files::VOCAB_BYTES),
+                    format!("term {term:?} appears twice"),
+                ));
+            }
+        }
+        let doc_ids = StringTable::open(
+            &dir.join(files::IDS_OFFSETS),
+            &dir.join(files::IDS_BYTES),
+            "ids",
+            doc_count,
+        )?;
+        let postings = InvertedIndex::open(dir, vocab_size, doc_count)?;
+        if postings.posting_count() as u64 != manifest.posting_count {
+            return Err(Error::corrupt(
+                dir.join(files::POSTINGS_DOCS),
+                format!(
+                    "{} postings, the manifest says {}",
+                    postings.posting_count(),
+                    manifest.posting_count
+                ),
+            ));
+        }
+        let tokens = TokenStore::open(dir, doc_count, token_count, dim)?;
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            vocab,
+            term_ids,
+            doc_ids,
+            postings,
+            tokens,
+        })
+    }
+
+    /// The directory the index was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Number of documents.
+    pub fn doc_count(&self) -> usize {
+        self.doc_ids.len()
+    }
+
+    /// Number of vocabulary terms.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+
+    /// Dimensions per token vector.
+    pub fn dim(&self) -> usize {
+        self.tokens.dim()
+    }
+
+    /// The id of a vocabulary term.
+    pub fn term_id(&self, term: &str) -> Option<u32> {
+        self.term_ids.get(term).copied()
+    }
+
+    /// The external id of internal document `doc`.
+    pub fn external_id(&self, doc: u32) -> Option<&str> {
+        self.doc_ids.get(doc as usize)
+    }
+
+    /// The inverted index.
+    pub fn postings(&self) -> &InvertedIndex {
+        &self.postings
+    }
+
+    /// The token-vector store.
+    pub fn tokens(&self) -> &TokenStore {
+        &self.tokens
+    }
+
+    /// Bytes of all files of the index (as listed in the manifest).
+    pub fn size_bytes(&self) -> u64 {
+        self.manifest.files.values().map(|f| f.bytes).sum()
+    }
+}
+
+/// Recomputes every file's checksum (in parallel) and compares it with the manifest.
+pub fn verify_checksums(dir: &Path, manifest: &Manifest) -> Result<()> {
+    manifest.files.par_iter().try_for_each(|(name, entry)| {
+        let path = dir.join(name);
+        let actual = checksum_file(&path)?;
+        let actual_hex = format!("{:016x}", actual.xxh3);
+        if actual.bytes != entry.bytes || actual_hex != entry.xxh3 {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "checksum mismatch: {} bytes xxh3 {actual_hex}, the manifest says {} bytes xxh3 {}",
+                    actual.bytes, entry.bytes, entry.xxh3
+                ),
+            ));
+        }
+        Ok(())
+    })
+}

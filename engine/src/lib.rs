@@ -1,0 +1,26 @@
+//! tandem's engine: a learned-sparse first stage over an inverted index picks candidates, and a
+//! multivector reranker scores them with MaxSim over memory-mapped token vectors.
+//!
+//! - [`build`] turns documents (JSONL), token vectors and lengths (`.npy`) into an index
+//!   directory in the [`format`] of this crate.
+//! - [`Index`] opens and validates an index; [`Index::search`] runs the two-stage
+//!   [`pipeline`].
+//! - No async runtime or RPC code lives here; the server and the CLIs are thin layers over it.
+
+pub mod build;
+pub mod error;
+pub mod format;
+pub mod index;
+pub mod jsonl;
+pub mod maxsim;
+mod mmap;
+pub mod npy;
+pub mod pipeline;
+pub mod sparse;
+pub mod synth;
+pub mod tokens;
+pub mod topk;
+
+pub use error::{Error, Result};
+pub use index::{Index, Verify};
+pub use pipeline::{Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats};

@@ -1,0 +1,332 @@
+//! Reading `.npy` arrays (the input format of token vectors and lengths), memory-mapped.
+//!
+//! The header is parsed by the `npyz` crate; the data section is read through a memory map so a
+//! multi-gigabyte matrix is never loaded whole. Only C-order, little-endian (or single-byte)
+//! arrays of the element types below are accepted.
+
+use crate::error::{Error, Result};
+use half::f16;
+use memmap2::Mmap;
+use npyz::{Endianness, Order, TypeChar};
+use std::fs::File;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+/// Element types tandem reads from `.npy` files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NpyDType {
+    /// `<f4`
+    F32,
+    /// `<f2`
+    F16,
+    /// `|i1`
+    I8,
+    /// `|u1`
+    U8,
+    /// `<i4`
+    I32,
+    /// `<u4`
+    U32,
+    /// `<i8`
+    I64,
+    /// `<u8`
+    U64,
+}
+
+impl NpyDType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            NpyDType::I8 | NpyDType::U8 => 1,
+            NpyDType::F16 => 2,
+            NpyDType::F32 | NpyDType::I32 | NpyDType::U32 => 4,
+            NpyDType::I64 | NpyDType::U64 => 8,
+        }
+    }
+
+    /// The numpy name, e.g. `float16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NpyDType::F32 => "float32",
+            NpyDType::F16 => "float16",
+            NpyDType::I8 => "int8",
+            NpyDType::U8 => "uint8",
+            NpyDType::I32 => "int32",
+            NpyDType::U32 => "uint32",
+            NpyDType::I64 => "int64",
+            NpyDType::U64 => "uint64",
+        }
+    }
+}
+
+/// A memory-mapped `.npy` array.
+pub struct NpyArray {
+    path: PathBuf,
+    map: Mmap,
+    data_offset: usize,
+    dtype: NpyDType,
+    shape: Vec<usize>,
+}
+
+impl NpyArray {
+    /// Opens `path` and validates its header against the file size.
+    pub fn open(path: &Path) -> Result<NpyArray> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let map = crate::mmap::map_file(&file, path)?;
+        let bad = |message: String| Error::bad_input(path.display().to_string(), message);
+        let mut cursor = Cursor::new(&map[..]);
+        let header = npyz::NpyFile::new(&mut cursor)
+            .map_err(|e| bad(format!("not a readable .npy file: {e}")))?
+            .header()
+            .clone();
+        let data_offset = cursor.position() as usize;
+        let npyz::DType::Plain(type_str) = header.dtype() else {
+            return Err(bad("structured/record dtypes are not supported".into()));
+        };
+        let little = match type_str.endianness() {
+            Endianness::Little | Endianness::Irrelevant => true,
+            Endianness::Big => false,
+        };
+        let dtype = match (type_str.type_char(), type_str.size_field()) {
+            (TypeChar::Float, 4) => Some(NpyDType::F32),
+            (TypeChar::Float, 2) => Some(NpyDType::F16),
+            (TypeChar::Int, 1) => Some(NpyDType::I8),
+            (TypeChar::Uint, 1) => Some(NpyDType::U8),
+            (TypeChar::Int, 4) => Some(NpyDType::I32),
+            (TypeChar::Uint, 4) => Some(NpyDType::U32),
+            (TypeChar::Int, 8) => Some(NpyDType::I64),
+            (TypeChar::Uint, 8) => Some(NpyDType::U64),
+            _ => None,
+        };
+        let dtype = match dtype {
+            Some(d) if little => d,
+            _ => {
+                return Err(bad(format!(
+                    "dtype `{type_str}` is not supported (use little-endian float32, float16, int8, or an integer type for lengths)"
+                )))
+            }
+        };
+        if header.order() != Order::C {
+            return Err(bad(
+                "Fortran-order arrays are not supported; save a C-order array".into(),
+            ));
+        }
+        let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
+        let available = map.len() - data_offset.min(map.len());
+        if expected != Some(available) {
+            return Err(bad(format!(
+                "shape {shape:?} of {} needs {expected:?} data bytes but the file holds {available}",
+                dtype.name()
+            )));
+        }
+        Ok(NpyArray {
+            path: path.to_path_buf(),
+            map,
+            data_offset,
+            dtype,
+            shape,
+        })
+    }
+
+    /// The file this array was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> NpyDType {
+        self.dtype
+    }
+
+    /// Shape, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.map[self.data_offset..]
+    }
+
+    /// A 2-D array's shape as `(rows, cols)`, or an error naming what was expected.
+    pub fn matrix_shape(&self) -> Result<(usize, usize)> {
+        match self.shape[..] {
+            [rows, cols] => Ok((rows, cols)),
+            _ => Err(Error::bad_input(
+                self.path.display().to_string(),
+                format!(
+                    "expected a 2-D array [rows, dim], got shape {:?}",
+                    self.shape
+                ),
+            )),
+        }
+    }
+
+    /// A 1-D integer array as `u64` values; negative values are an error naming their index.
+    pub fn to_u64_vec(&self) -> Result<Vec<u64>> {
+        let location = || self.path.display().to_string();
+        if self.shape.len() != 1 {
+            return Err(Error::bad_input(
+                location(),
+                format!("expected a 1-D array, got shape {:?}", self.shape),
+            ));
+        }
+        let data = self.data();
+        let signed: Vec<i128> = match self.dtype {
+            NpyDType::U8 => data.iter().map(|&b| b as i128).collect(),
+            NpyDType::I8 => data.iter().map(|&b| b as i8 as i128).collect(),
+            NpyDType::U32 => le_chunks::<4>(data)
+                .map(|b| u32::from_le_bytes(b) as i128)
+                .collect(),
+            NpyDType::I32 => le_chunks::<4>(data)
+                .map(|b| i32::from_le_bytes(b) as i128)
+                .collect(),
+            NpyDType::U64 => le_chunks::<8>(data)
+                .map(|b| u64::from_le_bytes(b) as i128)
+                .collect(),
+            NpyDType::I64 => le_chunks::<8>(data)
+                .map(|b| i64::from_le_bytes(b) as i128)
+                .collect(),
+            NpyDType::F32 | NpyDType::F16 => {
+                return Err(Error::bad_input(
+                    location(),
+                    format!("expected an integer array, got {}", self.dtype.name()),
+                ))
+            }
+        };
+        signed
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                u64::try_from(v).map_err(|_| {
+                    Error::bad_input(
+                        format!("{}: row {i}", location()),
+                        format!("negative value {v}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes rows `rows` of a float32/float16 matrix (or int8 multiplied by `int8_scale`) into
+    /// `out` as f32, row-major.
+    pub fn rows_f32(
+        &self,
+        rows: std::ops::Range<usize>,
+        int8_scale: Option<f32>,
+        out: &mut Vec<f32>,
+    ) {
+        out.clear();
+        let cols = self.shape.get(1).copied().unwrap_or(1);
+        let size = self.dtype.size();
+        let bytes = &self.data()[rows.start * cols * size..rows.end * cols * size];
+        match self.dtype {
+            NpyDType::F32 => out.extend(le_chunks::<4>(bytes).map(f32::from_le_bytes)),
+            NpyDType::F16 => {
+                out.extend(le_chunks::<2>(bytes).map(|b| f16::from_le_bytes(b).to_f32()))
+            }
+            NpyDType::I8 => {
+                let scale = int8_scale.unwrap_or(1.0);
+                out.extend(bytes.iter().map(|&b| b as i8 as f32 * scale));
+            }
+            NpyDType::U8 | NpyDType::I32 | NpyDType::U32 | NpyDType::I64 | NpyDType::U64 => {
+                out.extend(std::iter::repeat_n(f32::NAN, bytes.len() / size));
+            }
+        }
+    }
+}
+
+/// Splits little-endian bytes into fixed-size element chunks.
+fn le_chunks<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    bytes.chunks_exact(N).map(|c| {
+        let mut a = [0u8; N];
+        a.copy_from_slice(c);
+        a
+    })
+}
+
+/// Writes a C-order `.npy` file of f32 values with the given shape (used by tools and tests).
+pub fn write_f32(path: &Path, shape: &[u64], values: &[f32]) -> Result<()> {
+    write_plain(path, "<f4", shape, bytemuck::cast_slice(values))
+}
+
+/// Writes a C-order `.npy` file of u32 values with the given shape.
+pub fn write_u32(path: &Path, shape: &[u64], values: &[u32]) -> Result<()> {
+    write_plain(path, "<u4", shape, bytemuck::cast_slice(values))
+}
+
+/// Writes a C-order `.npy` file of int8 values with the given shape.
+pub fn write_i8(path: &Path, shape: &[u64], values: &[i8]) -> Result<()> {
+    write_plain(path, "|i1", shape, bytemuck::cast_slice(values))
+}
+
+fn write_plain(path: &Path, descr: &str, shape: &[u64], data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(&npy_header(descr, shape))
+        .and_then(|()| out.write_all(data))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// The bytes of an NPY 1.0 header for a C-order array, padded so the data starts at a multiple
+/// of 64 bytes (as numpy writes it).
+pub fn npy_header(descr: &str, shape: &[u64]) -> Vec<u8> {
+    let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut header = Vec::with_capacity(10 + dict.len());
+    header.extend_from_slice(b"\x93NUMPY\x01\x00");
+    header.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_arrays_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        let values: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
+        write_f32(&path, &[7, 3], &values).unwrap();
+        let array = NpyArray::open(&path).unwrap();
+        assert_eq!(array.matrix_shape().unwrap(), (7, 3));
+        let mut rows = Vec::new();
+        array.rows_f32(2..4, None, &mut rows);
+        assert_eq!(rows, values[6..12]);
+
+        let lens = dir.path().join("l.npy");
+        write_u32(&lens, &[3], &[4, 0, 9]).unwrap();
+        assert_eq!(
+            NpyArray::open(&lens).unwrap().to_u64_vec().unwrap(),
+            vec![4, 0, 9]
+        );
+
+        let int8 = dir.path().join("i.npy");
+        write_i8(&int8, &[1, 2], &[-127, 5]).unwrap();
+        NpyArray::open(&int8)
+            .unwrap()
+            .rows_f32(0..1, Some(0.5), &mut rows);
+        assert_eq!(rows, vec![-63.5, 2.5]);
+    }
+
+    #[test]
+    fn truncated_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_f32(&path, &[4, 4], &[0.0; 16]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let err = NpyArray::open(&path).err().unwrap().to_string();
+        assert!(err.contains("m.npy") && err.contains("data bytes"), "{err}");
+    }
+}

@@ -1,0 +1,348 @@
+//! The two-stage query path: first stage → CP(α) → MaxSim with EE(β) → top k.
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::maxsim::MaxSimScorer;
+use crate::topk::{Scored, TopK};
+use std::time::Instant;
+
+/// Upper bounds on what one query may ask for; a violation is an [`Error::InvalidArgument`]
+/// naming the field and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `k`.
+    pub max_k: usize,
+    /// Largest `kappa`.
+    pub max_kappa: usize,
+    /// Most sparse terms in a query.
+    pub max_query_terms: usize,
+    /// Most token vectors in a query.
+    pub max_query_tokens: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_k: 1000,
+            max_kappa: 10_000,
+            max_query_terms: 4096,
+            max_query_tokens: 1024,
+        }
+    }
+}
+
+/// Knobs of one query (already defaulted: every value is what will be used).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchParams {
+    /// Results to return (≥ 1).
+    pub k: usize,
+    /// First-stage candidates to rerank (≥ k).
+    pub kappa: usize,
+    /// CP(α): drop candidates whose sparse score is below (1 − α) × the k-th candidate's.
+    pub cp_alpha: Option<f32>,
+    /// EE(β): after the first k, stop after β consecutive candidates that miss the top k.
+    pub ee_beta: Option<usize>,
+    /// Rerank by MaxSim (`true`) or return the first stage's top k (`false`).
+    pub rerank: bool,
+}
+
+/// A query's token vectors: `values.len() / dim` rows of `dim` f32 values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryVectors {
+    /// Row-major values.
+    pub values: Vec<f32>,
+    /// Dimensions per row, as the client declared it.
+    pub dim: usize,
+}
+
+/// A query in engine terms: term ids with weights, and token vectors.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Query {
+    /// `(term id, weight)` pairs; ids distinct and below the vocabulary size, weights finite and
+    /// ≥ 0 (zeros ignored). A query without positive weights matches nothing.
+    pub terms: Vec<(u32, f32)>,
+    /// Token vectors; required when reranking.
+    pub vectors: Option<QueryVectors>,
+}
+
+/// One result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Internal document id (see [`Index::external_id`]).
+    pub doc: u32,
+    /// The final score: MaxSim when reranked, else the sparse score.
+    pub score: f32,
+    /// The first-stage sparse score.
+    pub sparse_score: f32,
+    /// The MaxSim score, when reranked.
+    pub maxsim: Option<f32>,
+}
+
+/// What one query did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchStats {
+    /// Candidates from the first stage.
+    pub candidates: usize,
+    /// Candidates dropped by CP(α).
+    pub pruned: usize,
+    /// Candidates scored by MaxSim.
+    pub reranked: usize,
+    /// Microseconds in the first stage.
+    pub first_stage_us: u64,
+    /// Microseconds reranking.
+    pub rerank_us: u64,
+}
+
+/// The answer to one query: hits best first, and the work counters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchOutput {
+    /// Up to k hits, best first.
+    pub hits: Vec<Hit>,
+    /// Counters.
+    pub stats: SearchStats,
+}
+
+impl Index {
+    /// Validates `query` and `params` against this index and `limits`, then runs the pipeline.
+    pub fn search(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        limits: &Limits,
+    ) -> Result<SearchOutput> {
+        self.validate(query, params, limits)?;
+        let mut stats = SearchStats::default();
+
+        let started = Instant::now();
+        let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
+        let mut candidates = self.postings().search_exact(&terms, params.kappa);
+        stats.candidates = candidates.len();
+        stats.first_stage_us = started.elapsed().as_micros() as u64;
+
+        if !params.rerank {
+            candidates.truncate(params.k);
+            let hits = candidates
+                .iter()
+                .map(|c| Hit {
+                    doc: c.id,
+                    score: c.score,
+                    sparse_score: c.score,
+                    maxsim: None,
+                })
+                .collect();
+            return Ok(SearchOutput { hits, stats });
+        }
+
+        if let Some(alpha) = params.cp_alpha {
+            let kept = cp_cutoff(&candidates, params.k, alpha);
+            stats.pruned = candidates.len() - kept;
+            candidates.truncate(kept);
+        }
+
+        let started = Instant::now();
+        let vectors = query.vectors.as_ref().ok_or_else(|| {
+            Error::invalid("query.vectors", "token vectors are required to rerank")
+        })?;
+        let mut scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
+        let mut top = TopK::new(params.k);
+        let mut misses = 0usize;
+        for (position, candidate) in candidates.iter().enumerate() {
+            let doc_tokens = self.tokens().doc(candidate.id).unwrap_or(&[]);
+            let score = scorer.score(doc_tokens);
+            stats.reranked += 1;
+            // Ids in the top-k are positions in the candidate list: MaxSim ties go to the
+            // candidate with the better sparse rank.
+            let entered = top.push(Scored {
+                id: position as u32,
+                score,
+            });
+            if let Some(beta) = params.ee_beta {
+                if position >= params.k {
+                    misses = if entered { 0 } else { misses + 1 };
+                    if misses >= beta {
+                        break;
+                    }
+                }
+            }
+        }
+        let hits = top
+            .into_sorted_vec()
+            .into_iter()
+            .map(|s| {
+                let candidate = candidates[s.id as usize];
+                Hit {
+                    doc: candidate.id,
+                    score: s.score,
+                    sparse_score: candidate.score,
+                    maxsim: Some(s.score),
+                }
+            })
+            .collect();
+        stats.rerank_us = started.elapsed().as_micros() as u64;
+        Ok(SearchOutput { hits, stats })
+    }
+
+    fn validate(&self, query: &Query, params: &SearchParams, limits: &Limits) -> Result<()> {
+        if params.k == 0 {
+            return Err(Error::invalid("k", "must be >= 1"));
+        }
+        if params.k > limits.max_k {
+            return Err(Error::invalid(
+                "k",
+                format!(
+                    "{} exceeds the server limit max_k = {}",
+                    params.k, limits.max_k
+                ),
+            ));
+        }
+        if params.kappa < params.k {
+            return Err(Error::invalid(
+                "kappa",
+                format!("kappa = {} is smaller than k = {}", params.kappa, params.k),
+            ));
+        }
+        if params.kappa > limits.max_kappa {
+            return Err(Error::invalid(
+                "kappa",
+                format!(
+                    "{} exceeds the server limit max_kappa = {}",
+                    params.kappa, limits.max_kappa
+                ),
+            ));
+        }
+        if let Some(alpha) = params.cp_alpha {
+            if !(0.0..=1.0).contains(&alpha) {
+                return Err(Error::invalid(
+                    "cp_alpha",
+                    format!("{alpha} is not in [0, 1]"),
+                ));
+            }
+        }
+        if params.ee_beta == Some(0) {
+            return Err(Error::invalid("ee_beta", "must be >= 1"));
+        }
+        if query.terms.len() > limits.max_query_terms {
+            return Err(Error::invalid(
+                "query.sparse",
+                format!(
+                    "{} terms exceed the server limit max_query_terms = {}",
+                    query.terms.len(),
+                    limits.max_query_terms
+                ),
+            ));
+        }
+        let vocab = self.vocab_size();
+        let mut ids: Vec<u32> = Vec::with_capacity(query.terms.len());
+        for (i, &(term, weight)) in query.terms.iter().enumerate() {
+            if term as usize >= vocab {
+                return Err(Error::invalid(
+                    format!("query.sparse.indices[{i}]"),
+                    format!("term id {term} is out of range (vocabulary size {vocab})"),
+                ));
+            }
+            if !weight.is_finite() || weight < 0.0 {
+                return Err(Error::invalid(
+                    format!("query.sparse.values[{i}]"),
+                    format!("weight {weight} must be finite and >= 0"),
+                ));
+            }
+            ids.push(term);
+        }
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::invalid(
+                "query.sparse.indices",
+                format!("term id {} appears more than once", w[0]),
+            ));
+        }
+        if params.rerank {
+            let Some(vectors) = &query.vectors else {
+                return Err(Error::invalid(
+                    "query.vectors",
+                    "token vectors are required to rerank (or ask for no reranking)",
+                ));
+            };
+            self.validate_vectors(vectors, limits)?;
+        }
+        Ok(())
+    }
+
+    fn validate_vectors(&self, vectors: &QueryVectors, limits: &Limits) -> Result<()> {
+        if vectors.dim != self.dim() {
+            return Err(Error::invalid(
+                "query.vectors.dim",
+                format!(
+                    "{} does not match the index dim {}",
+                    vectors.dim,
+                    self.dim()
+                ),
+            ));
+        }
+        if vectors.values.is_empty() || !vectors.values.len().is_multiple_of(vectors.dim) {
+            return Err(Error::invalid(
+                "query.vectors",
+                format!(
+                    "{} values is not a positive multiple of dim {}",
+                    vectors.values.len(),
+                    vectors.dim
+                ),
+            ));
+        }
+        let rows = vectors.values.len() / vectors.dim;
+        if rows > limits.max_query_tokens {
+            return Err(Error::invalid(
+                "query.vectors",
+                format!(
+                    "{rows} token vectors exceed the server limit max_query_tokens = {}",
+                    limits.max_query_tokens
+                ),
+            ));
+        }
+        if let Some(i) = vectors.values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "query.vectors",
+                format!(
+                    "value {} (token {}, dimension {}) is not finite",
+                    vectors.values[i],
+                    i / vectors.dim,
+                    i % vectors.dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// CP(α): how many of the (sparse-sorted) candidates to keep, given k. The first k are always
+/// kept; after them, candidates scoring below (1 − α) × the k-th score are dropped.
+pub fn cp_cutoff(candidates: &[Scored], k: usize, alpha: f32) -> usize {
+    let Some(kth) = candidates.get(k.saturating_sub(1)) else {
+        return candidates.len();
+    };
+    let threshold = (1.0 - alpha) * kth.score;
+    k + candidates[k..]
+        .iter()
+        .take_while(|c| c.score >= threshold)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cp_keeps_first_k_and_those_near_the_kth() {
+        let scored: Vec<Scored> = [10.0, 9.0, 8.0, 7.9, 7.5, 1.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &score)| Scored {
+                id: i as u32,
+                score,
+            })
+            .collect();
+        assert_eq!(cp_cutoff(&scored, 3, 0.0), 3);
+        assert_eq!(cp_cutoff(&scored, 3, 0.05), 4);
+        assert_eq!(cp_cutoff(&scored, 3, 1.0), 6);
+        assert_eq!(cp_cutoff(&scored[..2], 3, 0.05), 2);
+    }
+}

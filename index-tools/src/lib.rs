@@ -1,0 +1,145 @@
+//! `tandem-index`: build, inspect and verify index directories. The command-line definition
+//! and its implementation live here so tests can drive the exact code the binary runs.
+
+mod progress;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tandem_engine::build::{build_index, BuildConfig};
+use tandem_engine::format::files;
+use tandem_engine::format::manifest::Manifest;
+use tandem_engine::{Index, Verify};
+
+/// Build, inspect and verify tandem index directories.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-index", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an index from documents (JSONL), token vectors and token counts (.npy).
+    Build(BuildArgs),
+    /// Print an index's manifest and statistics.
+    Inspect {
+        /// The index directory.
+        dir: PathBuf,
+    },
+    /// Re-check every checksum and invariant of an index; exits non-zero on any fault.
+    Verify {
+        /// The index directory.
+        dir: PathBuf,
+    },
+}
+
+/// Arguments of `tandem-index build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Documents, one JSON object per line: {"id": ..., "vector": {"token": weight, ...}}.
+    #[arg(long)]
+    pub docs: PathBuf,
+    /// Token vectors, .npy [total_tokens, dim] of float32, float16 or int8.
+    #[arg(long)]
+    pub vectors: PathBuf,
+    /// Token vectors per document, .npy [docs] of an integer type, in document order.
+    #[arg(long)]
+    pub lens: PathBuf,
+    /// Scale of int8 vectors: value = q × S (required for int8, refused otherwise).
+    #[arg(long, value_name = "S")]
+    pub int8_scale: Option<f32>,
+    /// A fixed vocabulary, one term per line (id = line − 1). Without it, the vocabulary is the
+    /// documents' terms in order of first appearance.
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// Document tokens are numeric ids into --vocab instead of terms.
+    #[arg(long, requires = "vocab")]
+    pub token_ids: bool,
+    /// The index directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs a parsed command line; the binary prints the error and exits non-zero.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Build(args) => build(args),
+        Command::Inspect { dir } => inspect(&dir),
+        Command::Verify { dir } => verify(&dir),
+    }
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let config = BuildConfig {
+        docs: args.docs,
+        vectors: args.vectors,
+        lens: args.lens,
+        int8_scale: args.int8_scale,
+        vocab: args.vocab,
+        token_ids: args.token_ids,
+        out: args.out,
+        overwrite: args.force,
+    };
+    let summary = build_index(&config, &progress::Bar::new())?;
+    let m = &summary.manifest;
+    let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
+    println!(
+        "built {} in {:.1} s: {} documents, {} terms, {} postings, {} token vectors of dim {}, {:.1} MiB",
+        summary.dir.display(),
+        summary.seconds,
+        m.doc_count,
+        m.vocab_size,
+        m.posting_count,
+        m.token_count,
+        m.dim,
+        bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+fn inspect(dir: &std::path::Path) -> anyhow::Result<()> {
+    let manifest = Manifest::read(&dir.join(files::MANIFEST))?;
+    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    let index = Index::open_with(dir, Verify::SkipChecksums)?;
+    let docs = index.doc_count().max(1) as f64;
+    println!("stats:");
+    println!(
+        "  postings per document  {:.1}",
+        manifest.posting_count as f64 / docs
+    );
+    println!(
+        "  tokens per document    {:.1}",
+        manifest.token_count as f64 / docs
+    );
+    println!(
+        "  token vector bytes     {} ({} per token)",
+        index.tokens().vector_bytes(),
+        index.tokens().vector_bytes() as u64 / manifest.token_count.max(1)
+    );
+    println!("  index size             {} bytes", index.size_bytes());
+    Ok(())
+}
+
+fn verify(dir: &std::path::Path) -> anyhow::Result<()> {
+    let index = Index::open_with(dir, Verify::Full)
+        .with_context(|| format!("{} failed verification", dir.display()))?;
+    for (name, entry) in &index.manifest().files {
+        println!(
+            "ok  {name:<18} {:>14} bytes  xxh3 {}",
+            entry.bytes, entry.xxh3
+        );
+    }
+    println!(
+        "{}: {} files, checksums and invariants verified",
+        dir.display(),
+        index.manifest().files.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The `tandem-index` binary.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    match tandem_index_tools::run(tandem_index_tools::Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem-index: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Converting `tandem.v1` requests to engine queries, and engine results back.
+
+use crate::config::ServeOptions;
+use half::f16;
+use tandem_engine::{Error, Index, Query, QueryVectors, Result, SearchOutput, SearchParams};
+use tandem_proto::v1::{self, Rerank};
+
+/// A request in engine terms.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The query.
+    pub query: Query,
+    /// Its knobs, defaults applied.
+    pub params: SearchParams,
+    /// Token strings the vocabulary does not know.
+    pub unknown_tokens: u32,
+    /// The client's id, echoed back.
+    pub query_id: String,
+}
+
+/// Checks and converts a request; errors name the offending field.
+pub fn prepare(
+    index: &Index,
+    options: &ServeOptions,
+    request: v1::SearchRequest,
+) -> Result<Prepared> {
+    let k = match request.k {
+        0 => options.default_k,
+        k => k as usize,
+    };
+    let kappa = match request.kappa {
+        0 => options.default_kappa.max(k),
+        kappa => kappa as usize,
+    };
+    let rerank = match Rerank::try_from(request.rerank) {
+        Ok(Rerank::Unspecified | Rerank::Maxsim) => true,
+        Ok(Rerank::None) => false,
+        Err(_) => {
+            return Err(Error::invalid(
+                "rerank",
+                format!("unknown value {}", request.rerank),
+            ))
+        }
+    };
+    if request.cp_alpha.is_some_and(|a| !a.is_finite()) {
+        return Err(Error::invalid(
+            "cp_alpha",
+            "must be a finite number in [0, 1]",
+        ));
+    }
+    let params = SearchParams {
+        k,
+        kappa,
+        cp_alpha: request.cp_alpha,
+        ee_beta: request.ee_beta.map(|b| b as usize),
+        rerank,
+    };
+    let query = request
+        .query
+        .ok_or_else(|| Error::invalid("query", "is missing"))?;
+    let (terms, unknown_tokens) = sparse_terms(index, &query)?;
+    let vectors = match query.vectors {
+        Some(vectors) if rerank => Some(token_vectors(vectors)?),
+        _ => None,
+    };
+    Ok(Prepared {
+        query: Query { terms, vectors },
+        params,
+        unknown_tokens,
+        query_id: request.query_id,
+    })
+}
+
+fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u32)> {
+    let by_id = query
+        .sparse
+        .as_ref()
+        .filter(|s| !(s.indices.is_empty() && s.values.is_empty()));
+    match (by_id, query.sparse_tokens.is_empty()) {
+        (Some(_), false) => Err(Error::invalid(
+            "query",
+            "set either `sparse` (ids) or `sparse_tokens` (strings), not both",
+        )),
+        (None, true) => Err(Error::invalid(
+            "query.sparse",
+            "the query is empty: give `sparse` (ids and values) or `sparse_tokens`",
+        )),
+        (Some(sparse), true) => {
+            if sparse.indices.len() != sparse.values.len() {
+                return Err(Error::invalid(
+                    "query.sparse.values",
+                    format!(
+                        "{} values for {} indices",
+                        sparse.values.len(),
+                        sparse.indices.len()
+                    ),
+                ));
+            }
+            Ok((
+                sparse
+                    .indices
+                    .iter()
+                    .copied()
+                    .zip(sparse.values.iter().copied())
+                    .collect(),
+                0,
+            ))
+        }
+        (None, false) => {
+            let mut terms = Vec::with_capacity(query.sparse_tokens.len());
+            let mut unknown = 0u32;
+            for (token, &weight) in &query.sparse_tokens {
+                if !weight.is_finite() || weight < 0.0 {
+                    return Err(Error::invalid(
+                        format!("query.sparse_tokens[{token:?}]"),
+                        format!("weight {weight} must be finite and >= 0"),
+                    ));
+                }
+                match index.term_id(token) {
+                    Some(id) => terms.push((id, weight)),
+                    None => unknown += 1,
+                }
+            }
+            // Map order is unspecified; a fixed term order keeps scores reproducible.
+            terms.sort_unstable_by_key(|t| t.0);
+            Ok((terms, unknown))
+        }
+    }
+}
+
+fn token_vectors(vectors: v1::TokenVectors) -> Result<QueryVectors> {
+    let values = match (vectors.values.is_empty(), vectors.f16_le.is_empty()) {
+        (false, true) => vectors.values,
+        (true, false) => {
+            if vectors.f16_le.len() % 2 != 0 {
+                return Err(Error::invalid(
+                    "query.vectors.f16_le",
+                    format!(
+                        "{} bytes is not a whole number of float16 values",
+                        vectors.f16_le.len()
+                    ),
+                ));
+            }
+            vectors
+                .f16_le
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()
+        }
+        (true, true) => return Err(Error::invalid("query.vectors", "no values given")),
+        (false, false) => {
+            return Err(Error::invalid(
+                "query.vectors",
+                "set either `values` (float32) or `f16_le`, not both",
+            ))
+        }
+    };
+    if vectors.dim == 0 {
+        return Err(Error::invalid("query.vectors.dim", "must be > 0"));
+    }
+    Ok(QueryVectors {
+        values,
+        dim: vectors.dim as usize,
+    })
+}
+
+/// Converts engine output to the response, with external ids.
+pub fn response(index: &Index, prepared: &Prepared, output: SearchOutput) -> v1::SearchResponse {
+    let hits = output
+        .hits
+        .iter()
+        .map(|hit| v1::Hit {
+            doc_id: index.external_id(hit.doc).unwrap_or_default().to_string(),
+            score: hit.score,
+            sparse_score: hit.sparse_score,
+            maxsim_score: hit.maxsim,
+        })
+        .collect();
+    let s = output.stats;
+    v1::SearchResponse {
+        hits,
+        unknown_tokens: prepared.unknown_tokens,
+        stats: Some(v1::SearchStats {
+            candidates: s.candidates as u32,
+            pruned: s.pruned as u32,
+            reranked: s.reranked as u32,
+            first_stage_us: s.first_stage_us,
+            rerank_us: s.rerank_us,
+        }),
+        query_id: prepared.query_id.clone(),
+    }
+}

@@ -1,0 +1,151 @@
+//! The `tandem-server` binary.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tandem_engine::{Index, Limits, Verify};
+use tandem_server::config::ServeOptions;
+
+/// Serve a tandem index over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-server", version, about)]
+struct Args {
+    /// The index directory to serve (built by `tandem-index build`).
+    #[arg(long, env = "TANDEM_INDEX", required_unless_present = "demo")]
+    index: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// Serve a demo index (built on first start under --demo-dir) and run a few queries on it.
+    #[arg(long, conflicts_with = "index")]
+    demo: bool,
+    /// Where the demo index (and a synthetic corpus, if needed) are kept.
+    #[arg(long, env = "TANDEM_DEMO_DIR", default_value = "target/tandem-demo")]
+    demo_dir: PathBuf,
+    /// The scifact eval set the demo uses when present.
+    #[arg(
+        long,
+        env = "TANDEM_DEMO_EVALSET",
+        default_value = "../shared/evalsets/scifact"
+    )]
+    demo_evalset: PathBuf,
+    /// Skip recomputing file checksums at load (sizes and invariants are still checked).
+    #[arg(long, env = "TANDEM_SKIP_CHECKSUMS")]
+    skip_checksums: bool,
+    /// k when a request leaves it 0.
+    #[arg(long, env = "TANDEM_DEFAULT_K", default_value_t = 10)]
+    default_k: usize,
+    /// kappa when a request leaves it 0 (at least k).
+    #[arg(long, env = "TANDEM_DEFAULT_KAPPA", default_value_t = 20)]
+    default_kappa: usize,
+    /// Largest k a request may ask for.
+    #[arg(long, env = "TANDEM_MAX_K", default_value_t = 1000)]
+    max_k: usize,
+    /// Largest kappa a request may ask for.
+    #[arg(long, env = "TANDEM_MAX_KAPPA", default_value_t = 10_000)]
+    max_kappa: usize,
+    /// Most sparse terms in a query.
+    #[arg(long, env = "TANDEM_MAX_QUERY_TERMS", default_value_t = 4096)]
+    max_query_terms: usize,
+    /// Most token vectors in a query.
+    #[arg(long, env = "TANDEM_MAX_QUERY_TOKENS", default_value_t = 1024)]
+    max_query_tokens: usize,
+    /// Most queries in one SearchBatch call.
+    #[arg(long, env = "TANDEM_MAX_BATCH", default_value_t = 1024)]
+    max_batch: usize,
+    /// Largest gRPC message, bytes.
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 32 << 20)]
+    max_message_bytes: usize,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tandem-server: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let options = ServeOptions {
+        default_k: args.default_k,
+        default_kappa: args.default_kappa,
+        limits: Limits {
+            max_k: args.max_k,
+            max_kappa: args.max_kappa,
+            max_query_terms: args.max_query_terms,
+            max_query_tokens: args.max_query_tokens,
+        },
+        max_batch: args.max_batch,
+        max_message_bytes: args.max_message_bytes,
+    };
+    let demo = if args.demo {
+        let corpus = tandem_server::demo::corpus(&args.demo_dir, &args.demo_evalset)?;
+        let dir = {
+            let (work, corpus) = (args.demo_dir.clone(), corpus.clone());
+            tokio::task::spawn_blocking(move || tandem_server::demo::index(&work, &corpus))
+                .await??
+        };
+        Some((corpus, dir))
+    } else {
+        None
+    };
+    let dir = match (&demo, args.index) {
+        (Some((_, dir)), _) => dir.clone(),
+        (None, Some(dir)) => dir,
+        (None, None) => anyhow::bail!("--index DIR is required (or --demo)"),
+    };
+    let verify = if args.skip_checksums {
+        Verify::SkipChecksums
+    } else {
+        Verify::Full
+    };
+    let index = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Index::open_with(&dir, verify)).await??
+    };
+    let m = index.manifest();
+    tracing::info!(
+        index = %dir.display(),
+        docs = m.doc_count,
+        vocab = m.vocab_size,
+        tokens = m.token_count,
+        dim = m.dim,
+        codec = %m.vector_codec,
+        bytes = index.size_bytes(),
+        "index loaded"
+    );
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "tandem.v1.Search, grpc.health.v1 and reflection listening");
+    if let Some((corpus, _)) = demo {
+        let url = format!("http://{addr}");
+        tokio::spawn(async move {
+            if let Err(e) = tandem_server::demo::show_queries(&url, &corpus).await {
+                tracing::warn!("demo queries failed: {e:#}");
+            }
+        });
+    }
+    tandem_server::serve(
+        Arc::new(index),
+        options,
+        listener,
+        tandem_server::shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
