@@ -106,8 +106,8 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
         args.query_lens.as_deref().filter(|_| !args.sparse_only),
     )?;
     let knobs = QueryKnobs {
-        k: args.k,
-        kappa: args.kappa.unwrap_or(0),
+        k: Some(args.k),
+        kappa: args.kappa,
         cp_alpha: args.cp_alpha,
         ee_beta: args.ee_beta,
         sparse_only: args.sparse_only,

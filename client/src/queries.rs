@@ -20,10 +20,10 @@ pub struct QuerySet {
 /// Knobs sent with every query.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueryKnobs {
-    /// Results per query (0: server default).
-    pub k: u32,
-    /// Candidates reranked (0: server default).
-    pub kappa: u32,
+    /// Results per query (`None`: server default).
+    pub k: Option<u32>,
+    /// Candidates reranked (`None`: server default).
+    pub kappa: Option<u32>,
     /// CP(α).
     pub cp_alpha: Option<f32>,
     /// EE(β).

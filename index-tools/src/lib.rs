@@ -49,8 +49,9 @@ pub struct BuildArgs {
     /// Token vectors per document, .npy [docs] of an integer type, in document order.
     #[arg(long)]
     pub lens: PathBuf,
-    /// Scale of int8 vectors: value = q × S (required for int8, refused otherwise).
-    #[arg(long, value_name = "S")]
+    /// Scale of int8 vectors: value = q × S (required for int8, refused otherwise). A number or
+    /// a fraction such as `1/127`.
+    #[arg(long, value_name = "S", value_parser = parse_scale)]
     pub int8_scale: Option<f32>,
     /// A fixed vocabulary, one term per line (id = line − 1). Without it, the vocabulary is the
     /// documents' terms in order of first appearance.
@@ -65,6 +66,24 @@ pub struct BuildArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Parses a scale given as a number (`0.0078`) or a fraction (`1/127`).
+fn parse_scale(text: &str) -> Result<f32, String> {
+    let number = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .map_err(|e| format!("{s:?} is not a number: {e}"))
+    };
+    let value = match text.split_once('/') {
+        Some((num, den)) => number(num)? / number(den)?,
+        None => number(text)?,
+    };
+    if value.is_finite() && value > 0.0 {
+        Ok(value as f32)
+    } else {
+        Err(format!("{text:?} must be a finite number > 0"))
+    }
 }
 
 /// Runs a parsed command line; the binary prints the error and exits non-zero.

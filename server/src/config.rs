@@ -5,9 +5,9 @@ use tandem_engine::Limits;
 /// What the service applies to every call.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// `k` when a request leaves it 0.
+    /// `k` when a request does not set it.
     pub default_k: usize,
-    /// `kappa` when a request leaves it 0 (raised to `k` when smaller).
+    /// `kappa` when a request does not set it (raised to `k` when smaller).
     pub default_kappa: usize,
     /// Per-query limits.
     pub limits: Limits,

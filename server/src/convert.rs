@@ -24,14 +24,10 @@ pub fn prepare(
     options: &ServeOptions,
     request: v1::SearchRequest,
 ) -> Result<Prepared> {
-    let k = match request.k {
-        0 => options.default_k,
-        k => k as usize,
-    };
-    let kappa = match request.kappa {
-        0 => options.default_kappa.max(k),
-        kappa => kappa as usize,
-    };
+    let k = request.k.map_or(options.default_k, |k| k as usize);
+    let kappa = request
+        .kappa
+        .map_or(options.default_kappa.max(k), |kappa| kappa as usize);
     let rerank = match Rerank::try_from(request.rerank) {
         Ok(Rerank::Unspecified | Rerank::Maxsim) => true,
         Ok(Rerank::None) => false,

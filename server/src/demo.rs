@@ -114,7 +114,7 @@ pub async fn show_queries(addr: &str, corpus: &DemoCorpus) -> anyhow::Result<()>
     )?;
     let mut client = TandemClient::connect(addr).await?;
     let knobs = QueryKnobs {
-        k: 3,
+        k: Some(3),
         ..QueryKnobs::default()
     };
     let mut shown = String::new();

@@ -33,10 +33,10 @@ struct Args {
     /// Skip recomputing file checksums at load (sizes and invariants are still checked).
     #[arg(long, env = "TANDEM_SKIP_CHECKSUMS")]
     skip_checksums: bool,
-    /// k when a request leaves it 0.
+    /// k when a request does not set it.
     #[arg(long, env = "TANDEM_DEFAULT_K", default_value_t = 10)]
     default_k: usize,
-    /// kappa when a request leaves it 0 (at least k).
+    /// kappa when a request does not set it (at least k).
     #[arg(long, env = "TANDEM_DEFAULT_KAPPA", default_value_t = 20)]
     default_kappa: usize,
     /// Largest k a request may ask for.

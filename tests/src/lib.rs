@@ -1,0 +1,117 @@
+//! Shared harness of the end-to-end tests: real servers on loopback, synthetic corpora and
+//! indexes, and the location of the scifact eval set.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tandem_engine::build::{build_index, BuildConfig, NoProgress};
+use tandem_engine::synth::{generate, SynthConfig};
+use tandem_engine::Index;
+use tandem_server::config::ServeOptions;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The scifact eval set (`$TANDEM_SCIFACT`, else `../shared/evalsets/scifact` beside the
+/// workspace), or `None` with a message on stderr when it is absent.
+pub fn scifact_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("TANDEM_SCIFACT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/evalsets/scifact"));
+    if dir.join("docs.jsonl").exists() && dir.join("reference.json").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: the scifact eval set is not at {} (set TANDEM_SCIFACT to its folder)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// A server running in this process on an ephemeral loopback port.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Opens `index_dir` (with full verification) and serves it with `options`.
+    pub async fn start(index_dir: &Path, options: ServeOptions) -> anyhow::Result<TestServer> {
+        let index = Arc::new(Index::open(index_dir)?);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(tandem_server::serve(index, options, listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(TestServer {
+            url,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Shuts the server down gracefully and returns how it ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+/// A generated corpus and the index built from it.
+pub struct SyntheticIndex {
+    /// Keeps the files alive.
+    pub dir: tempfile::TempDir,
+    /// The corpus (eval-set layout).
+    pub corpus: PathBuf,
+    /// The index directory.
+    pub index: PathBuf,
+}
+
+/// Generates a small corpus (`docs` documents, `queries` queries, token vectors of `dim`) and
+/// builds its index.
+pub fn synthetic_index(
+    docs: usize,
+    queries: usize,
+    dim: usize,
+    seed: u64,
+) -> anyhow::Result<SyntheticIndex> {
+    let dir = tempfile::tempdir()?;
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus)?;
+    let config = SynthConfig {
+        docs,
+        queries,
+        seed,
+        dim: Some(dim),
+        tokens_per_doc: 12,
+        query_tokens: 8,
+    };
+    generate(&config, &corpus, &|_| {})?;
+    let index = dir.path().join("index");
+    build_index(
+        &BuildConfig {
+            docs: corpus.join("docs.jsonl"),
+            vectors: corpus.join("doc_vectors.npy"),
+            lens: corpus.join("doc_lens.npy"),
+            int8_scale: None,
+            vocab: Some(corpus.join("vocab.txt")),
+            token_ids: false,
+            out: index.clone(),
+            overwrite: false,
+        },
+        &NoProgress,
+    )?;
+    Ok(SyntheticIndex { dir, corpus, index })
+}

@@ -1,0 +1,292 @@
+//! The engine against plain reference computations on a synthetic corpus: exact sparse
+//! retrieval equals brute force (same documents, same scores, same order), the two-stage
+//! pipeline equals MaxSim computed by a naive loop over the first stage's candidates, CP/EE
+//! follow their definitions, and the gRPC service returns exactly what the engine returns.
+
+use half::f16;
+use std::collections::HashMap;
+use tandem_client::queries::{QueryKnobs, QuerySet};
+use tandem_client::TandemClient;
+use tandem_engine::jsonl::parse_all;
+use tandem_engine::npy::NpyArray;
+use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_server::config::ServeOptions;
+use tandem_tests::{synthetic_index, TestServer};
+
+struct Corpus {
+    index: Index,
+    /// Per document: term id → weight.
+    docs: Vec<HashMap<u32, f32>>,
+    /// Per document: its f16 token vectors widened to f32.
+    doc_vectors: Vec<Vec<f32>>,
+    queries: QuerySet,
+    dim: usize,
+}
+
+fn load(synth: &tandem_tests::SyntheticIndex) -> Corpus {
+    let index = Index::open(&synth.index).unwrap();
+    let text = std::fs::read_to_string(synth.corpus.join("docs.jsonl")).unwrap();
+    let docs = parse_all(&text, "docs.jsonl")
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            r.terms
+                .into_iter()
+                .map(|(t, w)| (index.term_id(&t).unwrap(), w))
+                .collect()
+        })
+        .collect::<Vec<HashMap<u32, f32>>>();
+    let vectors = NpyArray::open(&synth.corpus.join("doc_vectors.npy")).unwrap();
+    let (_, dim) = vectors.matrix_shape().unwrap();
+    let lens = NpyArray::open(&synth.corpus.join("doc_lens.npy"))
+        .unwrap()
+        .to_u64_vec()
+        .unwrap();
+    let mut doc_vectors = Vec::new();
+    let mut start = 0usize;
+    for len in lens {
+        let mut rows = Vec::new();
+        vectors.rows_f32(start..start + len as usize, None, &mut rows);
+        // The index stores f16; the inputs are f16 already, so this is exact.
+        assert!(rows.iter().all(|&v| f16::from_f32(v).to_f32() == v));
+        doc_vectors.push(rows);
+        start += len as usize;
+    }
+    let queries = QuerySet::load(
+        &synth.corpus.join("queries.jsonl"),
+        Some(&synth.corpus.join("query_vectors.npy")),
+        Some(&synth.corpus.join("query_lens.npy")),
+    )
+    .unwrap();
+    Corpus {
+        index,
+        docs,
+        doc_vectors,
+        queries,
+        dim,
+    }
+}
+
+fn engine_query(c: &Corpus, i: usize) -> Query {
+    let mut terms: Vec<(u32, f32)> = c.queries.records[i]
+        .terms
+        .iter()
+        .map(|(t, w)| (c.index.term_id(t).unwrap(), *w))
+        .collect();
+    terms.sort_unstable_by_key(|t| t.0);
+    Query {
+        terms,
+        vectors: c.queries.vectors.as_ref().map(|v| QueryVectors {
+            values: v[i].clone(),
+            dim: c.dim,
+        }),
+    }
+}
+
+/// Brute force: every document's dot product with the query, summed in query-term order as the
+/// engine does, sorted by score (ties by document order), documents with score 0 left out.
+fn brute_force_sparse(c: &Corpus, query: &Query) -> Vec<(u32, f32)> {
+    let mut scored: Vec<(u32, f32)> = c
+        .docs
+        .iter()
+        .enumerate()
+        .filter_map(|(d, doc)| {
+            let mut score = 0f32;
+            let mut touched = false;
+            for (t, w) in &query.terms {
+                if let Some(dw) = doc.get(t) {
+                    score += w * dw;
+                    touched = true;
+                }
+            }
+            touched.then_some((d as u32, score))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored
+}
+
+fn naive_maxsim(query: &[f32], doc: &[f32], dim: usize) -> f64 {
+    query
+        .chunks(dim)
+        .map(|q| {
+            doc.chunks(dim)
+                .map(|d| {
+                    q.iter()
+                        .zip(d)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                })
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .sum()
+}
+
+fn params(k: usize, kappa: usize) -> SearchParams {
+    SearchParams {
+        k,
+        kappa,
+        cp_alpha: None,
+        ee_beta: None,
+        rerank: true,
+    }
+}
+
+#[test]
+fn exact_first_stage_equals_brute_force() {
+    let synth = synthetic_index(1500, 40, 24, 7).unwrap();
+    let c = load(&synth);
+    let limits = Limits {
+        max_k: 5000,
+        ..Limits::default()
+    };
+    for i in 0..c.queries.len() {
+        let query = engine_query(&c, i);
+        let expected = brute_force_sparse(&c, &query);
+        assert!(
+            expected.len() >= 10,
+            "query {i} matches too few documents for a real test"
+        );
+        for kappa in [1, 10, 100, 5000] {
+            let p = SearchParams {
+                rerank: false,
+                ..params(kappa, kappa)
+            };
+            let got = c.index.search(&query, &p, &limits).unwrap();
+            let got: Vec<(u32, f32)> = got.hits.iter().map(|h| (h.doc, h.sparse_score)).collect();
+            let want = &expected[..kappa.min(expected.len())];
+            assert_eq!(got, want, "query {i}, kappa {kappa}");
+        }
+    }
+}
+
+#[test]
+fn two_stage_equals_naive_maxsim_rerank_with_cp_and_ee() {
+    let synth = synthetic_index(1200, 30, 32, 11).unwrap();
+    let c = load(&synth);
+    let limits = Limits::default();
+    let (k, kappa) = (10, 40);
+    let mut ee_stopped_early = 0;
+    for i in 0..c.queries.len() {
+        let query = engine_query(&c, i);
+        let candidates: Vec<(u32, f32)> = brute_force_sparse(&c, &query)
+            .into_iter()
+            .take(kappa)
+            .collect();
+        let qv = &query.vectors.as_ref().unwrap().values;
+        let maxsim: Vec<f64> = candidates
+            .iter()
+            .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
+            .collect();
+
+        // Plain rerank: the top k of the candidates by MaxSim.
+        let got = c.index.search(&query, &params(k, kappa), &limits).unwrap();
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by(|&a, &b| maxsim[b].total_cmp(&maxsim[a]).then(a.cmp(&b)));
+        assert_eq!(got.stats.reranked, candidates.len());
+        for (rank, hit) in got.hits.iter().enumerate() {
+            let want = order[rank];
+            let got_score = hit.maxsim.unwrap() as f64;
+            // Near-ties may swap under float rounding; scores must agree either way.
+            assert!(
+                (got_score - maxsim[want]).abs() < 1e-4,
+                "query {i} rank {rank}"
+            );
+            let position = candidates.iter().position(|(d, _)| *d == hit.doc).unwrap();
+            assert!((maxsim[position] - got_score).abs() < 1e-4);
+            assert_eq!(hit.sparse_score, candidates[position].1);
+        }
+
+        // CP(α): the reranked set is the candidates at or above (1 − α) × the k-th score.
+        let alpha = 0.05f32;
+        let threshold = (1.0 - alpha) * candidates[k - 1].1;
+        let kept = k + candidates[k..]
+            .iter()
+            .take_while(|c| c.1 >= threshold)
+            .count();
+        let p = SearchParams {
+            cp_alpha: Some(alpha),
+            ..params(k, kappa)
+        };
+        let got = c.index.search(&query, &p, &limits).unwrap();
+        assert_eq!(got.stats.reranked, kept, "query {i}");
+        assert_eq!(got.stats.pruned, candidates.len() - kept);
+
+        // EE(β): simulate the rule on the naive scores.
+        let beta = 3;
+        let mut top: Vec<f64> = Vec::new();
+        let (mut misses, mut scored) = (0, 0);
+        for (pos, s) in maxsim.iter().enumerate() {
+            scored += 1;
+            let entered = top.len() < k || *s > top[k - 1];
+            top.push(*s);
+            top.sort_by(|a, b| b.total_cmp(a));
+            top.truncate(k);
+            if pos >= k {
+                misses = if entered { 0 } else { misses + 1 };
+                if misses >= beta {
+                    break;
+                }
+            }
+        }
+        let p = SearchParams {
+            ee_beta: Some(beta),
+            ..params(k, kappa)
+        };
+        let got = c.index.search(&query, &p, &limits).unwrap();
+        assert_eq!(got.stats.reranked, scored, "query {i}");
+        ee_stopped_early += usize::from(scored < candidates.len());
+    }
+    assert!(
+        ee_stopped_early > 0,
+        "EE never stopped early: the test would not see a broken rule"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_answers_equal_engine_answers() {
+    let synth = synthetic_index(800, 12, 16, 3).unwrap();
+    let c = load(&synth);
+    let server = TestServer::start(&synth.index, ServeOptions::default())
+        .await
+        .unwrap();
+    let mut client = TandemClient::connect(&server.url).await.unwrap();
+    let knobs = QueryKnobs {
+        k: Some(5),
+        kappa: Some(30),
+        ..QueryKnobs::default()
+    };
+    let requests: Vec<_> = (0..c.queries.len())
+        .map(|i| c.queries.request(i, &knobs))
+        .collect();
+    let batch = client.search_batches(requests.clone(), 5).await.unwrap();
+    assert_eq!(batch.len(), c.queries.len());
+    for (i, request) in requests.into_iter().enumerate() {
+        let single = client.search(request).await.unwrap();
+        let engine = c
+            .index
+            .search(&engine_query(&c, i), &params(5, 30), &Limits::default())
+            .unwrap();
+        let engine_hits: Vec<(String, f32, f32)> = engine
+            .hits
+            .iter()
+            .map(|h| {
+                (
+                    c.index.external_id(h.doc).unwrap().to_string(),
+                    h.score,
+                    h.sparse_score,
+                )
+            })
+            .collect();
+        for response in [&single, &batch[i]] {
+            assert_eq!(response.query_id, c.queries.records[i].id);
+            let hits: Vec<(String, f32, f32)> = response
+                .hits
+                .iter()
+                .map(|h| (h.doc_id.clone(), h.score, h.sparse_score))
+                .collect();
+            assert_eq!(hits, engine_hits, "query {i}");
+        }
+    }
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,140 @@
+//! Quality on the real eval set: build the scifact index with `tandem-index build`, serve it on
+//! loopback, run the 300 test queries through `tandem search`, score the runs, and compare with
+//! the exact reference numbers of `reference.json` (±0.001).
+
+use clap::Parser;
+use std::path::Path;
+use tandem_bench::trec_eval::{evaluate, Metrics, Qrels, Run};
+use tandem_client::cli::SearchArgs;
+use tandem_client::TandemClient;
+use tandem_server::config::ServeOptions;
+use tandem_tests::{scifact_dir, TestServer};
+
+const TOLERANCE: f64 = 0.001;
+
+fn reference(dir: &Path, key: &str) -> (f64, f64, f64) {
+    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = &json[key];
+    let get = |m: &str| {
+        entry[m]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}.{m} missing"))
+    };
+    (get("nDCG@10"), get("R@100"), get("MRR"))
+}
+
+async fn run_queries(
+    url: &str,
+    dir: &Path,
+    out: &Path,
+    k: u32,
+    kappa: Option<u32>,
+    sparse_only: bool,
+) -> Metrics {
+    let args = SearchArgs {
+        addr: url.to_string(),
+        queries: dir.join("queries.jsonl"),
+        query_vectors: Some(dir.join("query_vectors.npy")),
+        query_lens: Some(dir.join("query_lens.npy")),
+        k,
+        kappa,
+        cp_alpha: None,
+        ee_beta: None,
+        sparse_only,
+        batch_size: 32,
+        out: out.to_path_buf(),
+        tag: "test".to_string(),
+    };
+    let report = tandem_client::cli::search(args).await.unwrap();
+    assert_eq!(report.queries, 300);
+    evaluate(
+        &Run::from_path(out).unwrap(),
+        &Qrels::from_path(&dir.join("qrels.trec")).unwrap(),
+        false,
+    )
+}
+
+fn assert_close(what: &str, got: f64, expected: f64) {
+    assert!(
+        (got - expected).abs() <= TOLERANCE,
+        "{what}: measured {got:.4}, reference {expected:.4}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scifact_matches_reference_numbers() {
+    let Some(data) = scifact_dir() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let index = work.path().join("scifact-index");
+    let path = |name: &str| data.join(name).display().to_string();
+    let args = [
+        "tandem-index".to_string(),
+        "build".into(),
+        "--docs".into(),
+        path("docs.jsonl"),
+        "--vectors".into(),
+        path("doc_vectors.npy"),
+        "--lens".into(),
+        path("doc_lens.npy"),
+        "--int8-scale".into(),
+        "1/127".into(),
+        "--vocab".into(),
+        path("vocab.txt"),
+        "--out".into(),
+        index.display().to_string(),
+    ];
+    let cli = tandem_index_tools::Cli::parse_from(args);
+    tokio::task::spawn_blocking(move || tandem_index_tools::run(cli))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let server = TestServer::start(&index, ServeOptions::default())
+        .await
+        .unwrap();
+    let info = TandemClient::connect(&server.url)
+        .await
+        .unwrap()
+        .index_info()
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.doc_count, info.vocab_size, info.token_count, info.dim),
+        (5183, 30522, 814_584, 128)
+    );
+    assert_eq!(info.vector_codec, "f16");
+
+    let sparse = run_queries(
+        &server.url,
+        &data,
+        &work.path().join("sparse.trec"),
+        100,
+        None,
+        true,
+    )
+    .await;
+    let (ndcg, r100, mrr) = reference(&data, "sparse_exact");
+    assert_close("sparse-only nDCG@10", sparse.ndcg_at_10, ndcg);
+    assert_close("sparse-only R@100", sparse.recall_at_100, r100);
+    assert_close("sparse-only MRR", sparse.mrr, mrr);
+
+    let two_stage = run_queries(
+        &server.url,
+        &data,
+        &work.path().join("k50.trec"),
+        50,
+        Some(50),
+        false,
+    )
+    .await;
+    let (ndcg, r100, mrr) = reference(&data, "two_stage_k50");
+    assert_close("two-stage κ=50 nDCG@10", two_stage.ndcg_at_10, ndcg);
+    assert_close("two-stage κ=50 R@100", two_stage.recall_at_100, r100);
+    assert_close("two-stage κ=50 MRR", two_stage.mrr, mrr);
+    eprintln!(
+        "scifact nDCG@10: sparse-only {:.4}, two-stage κ=50 {:.4}",
+        sparse.ndcg_at_10, two_stage.ndcg_at_10
+    );
+    server.stop().await.unwrap();
+}
