@@ -6,6 +6,7 @@
 pub mod config;
 pub mod convert;
 pub mod demo;
+mod oversize;
 pub mod service;
 pub mod status;
 
@@ -40,6 +41,7 @@ pub async fn serve(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     tonic::transport::Server::builder()
+        .layer(oversize::layer(max_message))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(search)
