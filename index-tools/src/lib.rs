@@ -51,7 +51,7 @@ pub struct BuildArgs {
     pub lens: PathBuf,
     /// Scale of int8 vectors: value = q × S (required for int8, refused otherwise). A number or
     /// a fraction such as `1/127`.
-    #[arg(long, value_name = "S", value_parser = parse_scale)]
+    #[arg(long, value_name = "S", value_parser = parse_scale, allow_negative_numbers = true)]
     pub int8_scale: Option<f32>,
     /// A fixed vocabulary, one term per line (id = line − 1). Without it, the vocabulary is the
     /// documents' terms in order of first appearance.

@@ -1,0 +1,199 @@
+//! The real `tandem-server` binary: it logs where it listens and what it loaded, answers,
+//! shuts down gracefully on SIGTERM and SIGINT, refuses a corrupt index, and runs the demo.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use tandem_client::queries::{QueryKnobs, QuerySet};
+use tandem_client::TandemClient;
+use tandem_engine::build::{build_index, BuildConfig, NoProgress};
+use tandem_engine::synth::{generate, SynthConfig};
+
+fn corpus(dir: &Path) {
+    let config = SynthConfig {
+        docs: 200,
+        queries: 2,
+        seed: 1,
+        dim: Some(8),
+        tokens_per_doc: 6,
+        query_tokens: 4,
+    };
+    generate(&config, dir, &|_| {}).unwrap();
+}
+
+fn build(corpus: &Path, out: &Path) {
+    let config = BuildConfig {
+        docs: corpus.join("docs.jsonl"),
+        vectors: corpus.join("doc_vectors.npy"),
+        lens: corpus.join("doc_lens.npy"),
+        int8_scale: None,
+        vocab: Some(corpus.join("vocab.txt")),
+        token_ids: false,
+        out: out.to_path_buf(),
+        overwrite: false,
+    };
+    build_index(&config, &NoProgress).unwrap();
+}
+
+/// Starts the server and forwards its stderr lines to a channel.
+fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (bounded) for a log line containing `needle`; returns it.
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    }
+}
+
+fn listen_addr(line: &str) -> String {
+    let start = line.find("addr=").expect("addr in the log line") + 5;
+    line[start..].split_whitespace().next().unwrap().to_string()
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the server did not exit within 30 s of the signal");
+}
+
+#[test]
+fn serves_then_stops_gracefully_on_sigterm_and_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus_dir = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus_dir).unwrap();
+    corpus(&corpus_dir);
+    let index = dir.path().join("index");
+    build(&corpus_dir, &index);
+    let queries = QuerySet::load(
+        &corpus_dir.join("queries.jsonl"),
+        Some(&corpus_dir.join("query_vectors.npy")),
+        Some(&corpus_dir.join("query_lens.npy")),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    for signal in ["TERM", "INT"] {
+        let (mut child, lines) = start(&[
+            "--index",
+            index.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        let loaded = wait_for(&lines, "index loaded");
+        assert!(
+            loaded.contains("docs=200") && loaded.contains("dim=8"),
+            "{loaded}"
+        );
+        let url = format!("http://{}", listen_addr(&wait_for(&lines, "listening")));
+        let reply = runtime.block_on(async {
+            let mut client = TandemClient::connect(&url).await.unwrap();
+            client
+                .search(queries.request(0, &QueryKnobs::default()))
+                .await
+                .unwrap()
+        });
+        assert!(!reply.hits.is_empty());
+        let killed = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        wait_for(&lines, &format!("SIG{signal} received"));
+        let status = wait_exit(&mut child);
+        assert!(status.success(), "exit status {status:?} after SIG{signal}");
+    }
+}
+
+#[test]
+fn refuses_a_corrupt_index_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus_dir = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus_dir).unwrap();
+    corpus(&corpus_dir);
+    let index = dir.path().join("index");
+    build(&corpus_dir, &index);
+    let weights = index.join("postings.weights");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args([
+            "--index",
+            index.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("postings.weights") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_builds_an_index_and_shows_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args(["--demo", "--listen", "127.0.0.1:0", "--demo-evalset"])
+        .arg(dir.path().join("no-evalset-here"))
+        .arg("--demo-dir")
+        .arg(&demo_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_for(&rx, "demo queries over gRPC");
+    let first_hit = wait_for(&rx, "maxsim");
+    assert!(first_hit.contains("doc d"), "{first_hit}");
+    wait_for(&rx, "tandem-bench -- eval");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(wait_exit(&mut child).success());
+    assert!(demo_dir.join("index/manifest.json").exists());
+}
