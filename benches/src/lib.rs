@@ -2,5 +2,7 @@
 //! corpora, and (in later work) drives load and quality benchmarks. The command line is defined
 //! in [`cli`] so tests run the same code as the binary.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod trec_eval;

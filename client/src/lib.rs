@@ -1,6 +1,8 @@
 //! A client for tandem's `tandem.v1` gRPC API, the query-file loader shared by the CLIs, and
 //! the `tandem` command line ([`cli`]).
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod queries;
 pub mod trec;

@@ -7,6 +7,8 @@
 //!   [`pipeline`].
 //! - No async runtime or RPC code lives here; the server and the CLIs are thin layers over it.
 
+#![warn(missing_docs)]
+
 pub mod build;
 pub mod error;
 pub mod format;

@@ -1,6 +1,8 @@
 //! `tandem-index`: build, inspect and verify index directories. The command-line definition
 //! and its implementation live here so tests can drive the exact code the binary runs.
 
+#![warn(missing_docs)]
+
 mod progress;
 
 use anyhow::Context;

@@ -24,7 +24,7 @@ impl Inputs {
             "{\"id\": \"c\", \"text\": \"ignored\", \"vector\": {\"cake\": 0.25, \"apple\": 0.75}}\n",
         ));
         write_u32(&inputs.path("lens.npy"), &[3], &[2, 1, 3]).unwrap();
-        inputs.vectors(&vec![0.5; 6 * DIM]);
+        inputs.vectors(&[0.5; 6 * DIM]);
         inputs
     }
 
@@ -188,14 +188,14 @@ fn bad_vectors_and_counts_name_the_row() {
     write_f32(
         &inputs.path("vectors.npy"),
         &[6 * DIM as u64],
-        &vec![0.5; 6 * DIM],
+        &[0.5; 6 * DIM],
     )
     .unwrap();
     inputs.expect_failure(&[], &["vectors.npy", "2-D"]);
     write_i8(
         &inputs.path("vectors.npy"),
         &[6, DIM as u64],
-        &vec![3; 6 * DIM],
+        &[3; 6 * DIM],
     )
     .unwrap();
     inputs.expect_failure(&[], &["--int8-scale"]);

@@ -3,6 +3,8 @@
 //! Server and client code come from tonic; messages from prost. [`FILE_DESCRIPTOR_SET`] is the
 //! encoded descriptor set that the server hands to gRPC reflection.
 
+#![warn(missing_docs)]
+
 /// Generated code of the `tandem.v1` package.
 pub mod v1 {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -128,7 +128,7 @@ fn token_vectors(vectors: v1::TokenVectors) -> Result<QueryVectors> {
     let values = match (vectors.values.is_empty(), vectors.f16_le.is_empty()) {
         (false, true) => vectors.values,
         (true, false) => {
-            if vectors.f16_le.len() % 2 != 0 {
+            if !vectors.f16_le.len().is_multiple_of(2) {
                 return Err(Error::invalid(
                     "query.vectors.f16_le",
                     format!(

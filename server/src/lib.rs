@@ -3,6 +3,8 @@
 //! queries ([`convert`]), run on blocking threads off the async reactor, and engine errors are
 //! mapped to gRPC status codes in one place ([`status`]).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod convert;
 pub mod demo;

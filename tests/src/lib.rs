@@ -1,6 +1,8 @@
 //! Shared harness of the end-to-end tests: real servers on loopback, synthetic corpora and
 //! indexes, and the location of the scifact eval set.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
