@@ -46,7 +46,8 @@ impl TandemClient {
         Ok(self.inner.search(request).await?.into_inner())
     }
 
-    /// Runs queries with `SearchBatch`, `batch_size` per call; responses in request order.
+    /// Runs queries with `SearchBatch`, `batch_size` per call; responses in request order. An
+    /// error names the batch's query positions (0-based, in `requests`).
     pub async fn search_batches(
         &mut self,
         requests: Vec<SearchRequest>,
@@ -55,11 +56,19 @@ impl TandemClient {
         let mut responses = Vec::with_capacity(requests.len());
         let mut requests = requests.into_iter().peekable();
         while requests.peek().is_some() {
+            let first = responses.len();
             let batch: Vec<SearchRequest> = requests.by_ref().take(batch_size.max(1)).collect();
+            let last = first + batch.len() - 1;
             let reply = self
                 .inner
                 .search_batch(SearchBatchRequest { requests: batch })
-                .await?;
+                .await
+                .map_err(|s| {
+                    // `requests[i]` in the message counts from the start of this batch.
+                    let message =
+                        format!("{} (in the batch of queries {first}..={last})", s.message());
+                    tonic::Status::new(s.code(), message)
+                })?;
             responses.extend(reply.into_inner().responses);
         }
         Ok(responses)

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use std::path::Path;
 use tandem_engine::jsonl::{parse_all, SparseRecord};
-use tandem_engine::npy::{NpyArray, NpyDType};
+use tandem_engine::npy::{row_offsets, NpyArray, NpyDType};
 use tandem_proto::v1::{Query, Rerank, SearchRequest, TokenVectors};
 
 /// Loaded queries, in file order.
@@ -113,29 +113,28 @@ fn load_vectors(
             matrix.dtype().name()
         );
     }
-    let lens = NpyArray::open(lens)?.to_u64_vec()?;
-    if lens.len() != queries {
+    let counts = NpyArray::open(lens)?.to_u64_vec()?;
+    if counts.len() != queries {
         bail!(
             "{}: {} token counts for {queries} queries",
-            vectors.display(),
-            lens.len()
+            lens.display(),
+            counts.len()
         );
     }
-    let total: u64 = lens.iter().sum();
+    let offsets = row_offsets(&counts, lens)?;
+    let total = offsets.last().copied().unwrap_or(0);
     if total != rows as u64 {
         bail!(
-            "token counts sum to {total} but {} has {rows} rows",
+            "{}: token counts sum to {total} but {} has {rows} rows",
+            lens.display(),
             vectors.display()
         );
     }
     let mut per_query = Vec::with_capacity(queries);
-    let mut start = 0usize;
-    for &len in &lens {
-        let end = start + len as usize;
+    for range in offsets.windows(2) {
         let mut values = Vec::new();
-        matrix.rows_f32(start..end, None, &mut values);
+        matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
         per_query.push(values);
-        start = end;
     }
     Ok((per_query, dim))
 }

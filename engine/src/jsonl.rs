@@ -74,7 +74,9 @@ pub fn parse_line(line: &str, location: &dyn Fn() -> String) -> Result<SparseRec
         if !w.is_finite() || w < 0.0 {
             return Err(Error::bad_input(
                 location(),
-                format!("field `vector`, token {token:?}: weight {weight} must be finite and >= 0"),
+                format!(
+                    "field `vector`, token {token:?}: weight {weight} must be finite, >= 0 and within the float32 range"
+                ),
             ));
         }
         if w > 0.0 {
@@ -131,7 +133,7 @@ mod tests {
             (r#"{"id": "a"}"#, "`vector` is missing"),
             (
                 r#"{"id": "a", "vector": {"t": -1}}"#,
-                "must be finite and >= 0",
+                "must be finite, >= 0",
             ),
             (r#"{"id": "a", "vector": {"t": 1e300}}"#, "must be finite"),
             (

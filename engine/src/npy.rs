@@ -238,6 +238,24 @@ impl NpyArray {
     }
 }
 
+/// Prefix sums of per-item row counts (`lens`, read from `lens_path`): item `i`'s rows are
+/// `offsets[i]..offsets[i + 1]`. Fails on overflow, naming the file and row.
+pub fn row_offsets(lens: &[u64], lens_path: &Path) -> Result<Vec<u64>> {
+    let mut offsets = Vec::with_capacity(lens.len() + 1);
+    offsets.push(0u64);
+    let mut total = 0u64;
+    for (i, &len) in lens.iter().enumerate() {
+        total = total.checked_add(len).ok_or_else(|| {
+            Error::bad_input(
+                format!("{}: row {i}", lens_path.display()),
+                "token counts overflow 64 bits",
+            )
+        })?;
+        offsets.push(total);
+    }
+    Ok(offsets)
+}
+
 /// Splits little-endian bytes into fixed-size element chunks.
 fn le_chunks<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
     bytes.chunks_exact(N).map(|c| {
@@ -272,20 +290,26 @@ fn write_plain(path: &Path, descr: &str, shape: &[u64], data: &[u8]) -> Result<(
         .map_err(|e| Error::io(path, e))
 }
 
-/// The bytes of an NPY 1.0 header for a C-order array, padded so the data starts at a multiple
-/// of 64 bytes (as numpy writes it).
+/// An NPY v1.0 header for a C-order array of `shape` with numpy type `descr`, padded
+/// so the data starts at a multiple of 64 bytes.
 pub fn npy_header(descr: &str, shape: &[u64]) -> Vec<u8> {
-    let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
+    let shape = match shape {
+        [n] => format!("({n},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // magic (6) + version (2) + header length (2) + dict + '\n'
+    let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
+    dict.extend(std::iter::repeat_n(' ', pad));
     dict.push('\n');
-    let mut header = Vec::with_capacity(10 + dict.len());
-    header.extend_from_slice(b"\x93NUMPY\x01\x00");
-    header.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    header.extend_from_slice(dict.as_bytes());
-    header
+    let mut out = Vec::with_capacity(10 + dict.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
 }
 
 #[cfg(test)]

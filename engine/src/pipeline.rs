@@ -31,6 +31,10 @@ impl Default for Limits {
     }
 }
 
+/// Largest magnitude of a query vector value (the float16 range of stored vectors); it keeps
+/// every MaxSim sum finite.
+pub const MAX_VECTOR_VALUE: f32 = 65504.0;
+
 /// Knobs of one query (already defaulted: every value is what will be used).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchParams {
@@ -110,7 +114,7 @@ impl Index {
         params: &SearchParams,
         limits: &Limits,
     ) -> Result<SearchOutput> {
-        self.validate(query, params, limits)?;
+        let vectors = self.validate(query, params, limits)?;
         let mut stats = SearchStats::default();
 
         let started = Instant::now();
@@ -119,7 +123,7 @@ impl Index {
         stats.candidates = candidates.len();
         stats.first_stage_us = started.elapsed().as_micros() as u64;
 
-        if !params.rerank {
+        let Some(vectors) = vectors else {
             candidates.truncate(params.k);
             let hits = candidates
                 .iter()
@@ -131,7 +135,7 @@ impl Index {
                 })
                 .collect();
             return Ok(SearchOutput { hits, stats });
-        }
+        };
 
         if let Some(alpha) = params.cp_alpha {
             let kept = cp_cutoff(&candidates, params.k, alpha);
@@ -140,9 +144,6 @@ impl Index {
         }
 
         let started = Instant::now();
-        let vectors = query.vectors.as_ref().ok_or_else(|| {
-            Error::invalid("query.vectors", "token vectors are required to rerank")
-        })?;
         let mut scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
         let mut top = TopK::new(params.k);
         let mut misses = 0usize;
@@ -182,7 +183,13 @@ impl Index {
         Ok(SearchOutput { hits, stats })
     }
 
-    fn validate(&self, query: &Query, params: &SearchParams, limits: &Limits) -> Result<()> {
+    /// Checks every field; returns the token vectors to rerank with (`None` when not reranking).
+    fn validate<'q>(
+        &self,
+        query: &'q Query,
+        params: &SearchParams,
+        limits: &Limits,
+    ) -> Result<Option<&'q QueryVectors>> {
         if params.k == 0 {
             return Err(Error::invalid("k", "must be >= 1"));
         }
@@ -263,8 +270,9 @@ impl Index {
                 ));
             };
             self.validate_vectors(vectors, limits)?;
+            return Ok(Some(vectors));
         }
-        Ok(())
+        Ok(None)
     }
 
     fn validate_vectors(&self, vectors: &QueryVectors, limits: &Limits) -> Result<()> {
@@ -298,11 +306,15 @@ impl Index {
                 ),
             ));
         }
-        if let Some(i) = vectors.values.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = vectors
+            .values
+            .iter()
+            .position(|v| !(v.is_finite() && v.abs() <= MAX_VECTOR_VALUE))
+        {
             return Err(Error::invalid(
                 "query.vectors",
                 format!(
-                    "value {} (token {}, dimension {}) is not finite",
+                    "value {} (token {}, dimension {}) is not finite or exceeds ±{MAX_VECTOR_VALUE}",
                     vectors.values[i],
                     i / vectors.dim,
                     i % vectors.dim

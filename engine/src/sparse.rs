@@ -96,15 +96,18 @@ impl InvertedIndex {
     /// `query` must hold distinct term ids with finite positive weights (the pipeline validates).
     pub fn search_exact(&self, query: &[(u32, f32)], kappa: usize) -> Vec<Scored> {
         let mut scores = vec![0f32; self.doc_count];
+        // A separate mark (not `score == 0`): a product can underflow to 0.
+        let mut seen = vec![false; self.doc_count];
         let mut touched: Vec<u32> = Vec::new();
         for &(term, q_weight) in query {
             let (docs, weights) = self.postings(term);
             for (&doc, &d_weight) in docs.iter().zip(weights) {
-                let slot = &mut scores[doc as usize];
-                if *slot == 0.0 {
+                let d = doc as usize;
+                if !seen[d] {
+                    seen[d] = true;
                     touched.push(doc);
                 }
-                *slot += q_weight * d_weight;
+                scores[d] += q_weight * d_weight;
             }
         }
         let mut top = TopK::new(kappa);

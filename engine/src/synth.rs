@@ -63,6 +63,7 @@
 //! parallel (rayon) in batches and written in order while the next batch is generated,
 //! so memory stays bounded (a few hundred MB) whatever the corpus size.
 
+use crate::npy::npy_header;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -700,28 +701,6 @@ impl Sink {
             .flush()
             .with_context(|| format!("writing {}", self.path.display()))
     }
-}
-
-/// An NPY v1.0 header for a C-order array of `shape` with numpy type `descr`, padded
-/// so the data starts at a multiple of 64 bytes.
-fn npy_header(descr: &str, shape: &[u64]) -> Vec<u8> {
-    let shape = match shape {
-        [n] => format!("({n},)"),
-        _ => {
-            let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-            format!("({})", dims.join(", "))
-        }
-    };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    // magic (6) + version (2) + header length (2) + dict + '\n'
-    let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
-    dict.extend(std::iter::repeat_n(' ', pad));
-    dict.push('\n');
-    let mut out = Vec::with_capacity(10 + dict.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
 }
 
 /// Appends `v` in decimal, left-padded with zeros to at least `width` digits.

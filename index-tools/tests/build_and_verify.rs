@@ -170,7 +170,11 @@ fn bad_vectors_and_counts_name_the_row() {
     inputs.vectors(&values);
     inputs.expect_failure(
         &[],
-        &["vectors.npy: row 4", "document 2, token 1", "column 2"],
+        &[
+            "vectors.npy: row 4",
+            "(document \"c\", its token 1)",
+            "column 2",
+        ],
     );
     values[4 * DIM + 2] = 1e6;
     inputs.vectors(&values);
@@ -192,12 +196,7 @@ fn bad_vectors_and_counts_name_the_row() {
     )
     .unwrap();
     inputs.expect_failure(&[], &["vectors.npy", "2-D"]);
-    write_i8(
-        &inputs.path("vectors.npy"),
-        &[6, DIM as u64],
-        &[3; 6 * DIM],
-    )
-    .unwrap();
+    write_i8(&inputs.path("vectors.npy"), &[6, DIM as u64], &[3; 6 * DIM]).unwrap();
     inputs.expect_failure(&[], &["--int8-scale"]);
     assert!(inputs.build(&["--int8-scale", "1/127"]).status.success());
 

@@ -13,7 +13,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Most requests in one SearchBatch call.
     pub max_batch: usize,
-    /// Largest gRPC message received or sent, bytes.
+    /// Largest gRPC request message, bytes (responses are not limited: their size follows from
+    /// `max_batch` and `max_k`).
     pub max_message_bytes: usize,
 }
 
@@ -26,5 +27,55 @@ impl Default for ServeOptions {
             max_batch: 1024,
             max_message_bytes: 32 << 20,
         }
+    }
+}
+
+impl ServeOptions {
+    /// Checks the options are consistent, naming the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        let checks = [
+            (self.default_k >= 1, "--default-k must be >= 1"),
+            (self.default_k <= l.max_k, "--default-k must be <= --max-k"),
+            (
+                self.default_kappa <= l.max_kappa,
+                "--default-kappa must be <= --max-kappa",
+            ),
+            (l.max_k <= l.max_kappa, "--max-k must be <= --max-kappa"),
+            (self.max_batch >= 1, "--max-batch must be >= 1"),
+            (l.max_query_tokens >= 1, "--max-query-tokens must be >= 1"),
+            (l.max_query_terms >= 1, "--max-query-terms must be >= 1"),
+            (
+                self.max_message_bytes >= 1024,
+                "--max-message-bytes must be >= 1024",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(message.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_inconsistent_options_are_named() {
+        assert_eq!(ServeOptions::default().validate(), Ok(()));
+        let bad = ServeOptions {
+            default_k: 2000,
+            ..ServeOptions::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err("--default-k must be <= --max-k".to_string())
+        );
+        let bad = ServeOptions {
+            max_batch: 0,
+            ..ServeOptions::default()
+        };
+        assert_eq!(bad.validate(), Err("--max-batch must be >= 1".to_string()));
     }
 }

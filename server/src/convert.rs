@@ -38,12 +38,6 @@ pub fn prepare(
             ))
         }
     };
-    if request.cp_alpha.is_some_and(|a| !a.is_finite()) {
-        return Err(Error::invalid(
-            "cp_alpha",
-            "must be a finite number in [0, 1]",
-        ));
-    }
     let params = SearchParams {
         k,
         kappa,

@@ -130,15 +130,20 @@ pub async fn show_queries(addr: &str, corpus: &DemoCorpus) -> anyhow::Result<()>
             ));
         }
     }
+    let qrels = corpus.queries.with_file_name("qrels.trec");
+    let eval = if qrels.exists() {
+        format!(
+            "\n  cargo run -q --bin tandem-bench -- eval --run run.trec --qrels {}",
+            qrels.display()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "demo queries over gRPC at {addr} (k = 3, kappa = 20):{shown}\nrun every query and score the run:\n  cargo run -q --bin tandem -- search --addr {addr} --queries {} --query-vectors {} --query-lens {} --out run.trec\n  cargo run -q --bin tandem-bench -- eval --run run.trec --qrels {}\n",
+        "demo queries over gRPC at {addr} (k = 3, server-default kappa):{shown}\nrun every query and score the run:\n  cargo run -q --bin tandem -- search --addr {addr} --queries {} --query-vectors {} --query-lens {} --out run.trec{eval}\n",
         corpus.queries.display(),
         corpus.query_vectors.display(),
         corpus.query_lens.display(),
-        corpus
-            .queries
-            .with_file_name("qrels.trec")
-            .display()
     );
     Ok(())
 }

@@ -40,8 +40,7 @@ pub async fn serve(
         .context("cannot build the reflection service")?;
     let max_message = options.max_message_bytes;
     let search = SearchServer::new(service::SearchService::new(index, options))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+        .max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .layer(oversize::layer(max_message))
         .add_service(health_service)

@@ -18,7 +18,7 @@ struct Args {
     #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:50051")]
     listen: String,
     /// Serve a demo index (built on first start under --demo-dir) and run a few queries on it.
-    #[arg(long, conflicts_with = "index")]
+    #[arg(long, env = "TANDEM_DEMO", conflicts_with = "index")]
     demo: bool,
     /// Where the demo index (and a synthetic corpus, if needed) are kept.
     #[arg(long, env = "TANDEM_DEMO_DIR", default_value = "target/tandem-demo")]
@@ -54,7 +54,7 @@ struct Args {
     /// Most queries in one SearchBatch call.
     #[arg(long, env = "TANDEM_MAX_BATCH", default_value_t = 1024)]
     max_batch: usize,
-    /// Largest gRPC message, bytes.
+    /// Largest gRPC request message, bytes.
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 32 << 20)]
     max_message_bytes: usize,
 }
@@ -92,6 +92,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_batch: args.max_batch,
         max_message_bytes: args.max_message_bytes,
     };
+    options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let demo = if args.demo {
         let corpus = tandem_server::demo::corpus(&args.demo_dir, &args.demo_evalset)?;
         let dir = {

@@ -76,13 +76,15 @@ impl Search for SearchService {
         }
         let (index, options) = (self.index.clone(), self.options.clone());
         let responses = blocking(move || {
-            requests
+            let answers: Vec<_> = requests
                 .into_par_iter()
+                .map(|r| answer(&index, &options, r))
+                .collect();
+            // Collected in order first, so the error reported is the first bad request's.
+            answers
+                .into_iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    answer(&index, &options, r)
-                        .map_err(|e| to_status(e.within(&format!("requests[{i}]."))))
-                })
+                .map(|(i, a)| a.map_err(|e| to_status(e.within(&format!("requests[{i}].")))))
                 .collect::<Result<Vec<_>, Status>>()
         })
         .await?;
@@ -110,10 +112,15 @@ impl Search for SearchService {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             path: self.index.dir().display().to_string(),
-            default_k: options.default_k as u32,
-            default_kappa: options.default_kappa as u32,
-            max_k: options.limits.max_k as u32,
-            max_kappa: options.limits.max_kappa as u32,
+            default_k: saturate(options.default_k),
+            default_kappa: saturate(options.default_kappa),
+            max_k: saturate(options.limits.max_k),
+            max_kappa: saturate(options.limits.max_kappa),
         }))
     }
+}
+
+/// A configured count as a `u32` field (limits above `u32::MAX` behave as unlimited).
+fn saturate(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }

@@ -189,7 +189,7 @@ fn demo_builds_an_index_and_shows_queries() {
     wait_for(&rx, "demo queries over gRPC");
     let first_hit = wait_for(&rx, "maxsim");
     assert!(first_hit.contains("doc d"), "{first_hit}");
-    wait_for(&rx, "tandem-bench -- eval");
+    wait_for(&rx, "tandem -- search");
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

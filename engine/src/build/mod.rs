@@ -4,12 +4,12 @@ pub mod docs;
 pub mod vectors;
 
 use crate::error::{Error, Result};
-use crate::format::array::ArrayWriter;
+use crate::format::array::write_array;
 use crate::format::manifest::Manifest;
 use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
-use crate::npy::NpyArray;
+use crate::npy::{row_offsets, NpyArray};
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,19 +81,20 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
             "dim (the second axis) is 0",
         ));
     }
-    let lens = NpyArray::open(&config.lens)?.to_u64_vec()?;
-    let lens_location = |i: usize| format!("{}: row {i}", config.lens.display());
-    let mut token_offsets = Vec::with_capacity(lens.len() + 1);
-    token_offsets.push(0u64);
-    for (i, &len) in lens.iter().enumerate() {
-        if len == 0 {
-            return Err(Error::bad_input(
-                lens_location(i),
-                "document has 0 token vectors (every document needs at least one)",
-            ));
-        }
-        token_offsets.push(token_offsets[i] + len);
+    if u32::try_from(dim).is_err() {
+        return Err(Error::bad_input(
+            config.vectors.display().to_string(),
+            format!("dim {dim} is too large"),
+        ));
     }
+    let lens = NpyArray::open(&config.lens)?.to_u64_vec()?;
+    if let Some(i) = lens.iter().position(|&len| len == 0) {
+        return Err(Error::bad_input(
+            format!("{}: row {i}", config.lens.display()),
+            "document has 0 token vectors (every document needs at least one)",
+        ));
+    }
+    let token_offsets = row_offsets(&lens, &config.lens)?;
     let total_tokens = *token_offsets.last().unwrap_or(&0);
     if total_tokens != rows as u64 {
         return Err(Error::bad_input(
@@ -144,7 +145,7 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         files::IDS_BYTES,
     )?;
     write_postings(&mut staging, &docs, progress)?;
-    let offsets_file = crate::format::array::write_array(
+    let offsets_file = write_array(
         &staging.file_path(files::TOKENS_OFFSETS),
         files::TOKENS_OFFSETS,
         &token_offsets,
@@ -154,6 +155,7 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         &vectors,
         config.int8_scale,
         &token_offsets,
+        &docs.ids,
         &staging.file_path(files::TOKENS_F16),
         files::TOKENS_F16,
         progress,
@@ -235,30 +237,32 @@ fn write_postings(
     for (name, written) in [
         (
             files::POSTINGS_OFFSETS,
-            write_one(staging, files::POSTINGS_OFFSETS, &offsets)?,
+            write_array(
+                &staging.file_path(files::POSTINGS_OFFSETS),
+                files::POSTINGS_OFFSETS,
+                &offsets,
+            )?,
         ),
         (
             files::POSTINGS_DOCS,
-            write_one(staging, files::POSTINGS_DOCS, &post_docs)?,
+            write_array(
+                &staging.file_path(files::POSTINGS_DOCS),
+                files::POSTINGS_DOCS,
+                &post_docs,
+            )?,
         ),
         (
             files::POSTINGS_WEIGHTS,
-            write_one(staging, files::POSTINGS_WEIGHTS, &post_weights)?,
+            write_array(
+                &staging.file_path(files::POSTINGS_WEIGHTS),
+                files::POSTINGS_WEIGHTS,
+                &post_weights,
+            )?,
         ),
     ] {
         staging.record(name, written);
     }
     Ok(())
-}
-
-fn write_one<T: crate::format::array::Element>(
-    staging: &StagingDir,
-    name: &str,
-    values: &[T],
-) -> Result<crate::format::array::WrittenFile> {
-    let mut writer = ArrayWriter::<T>::create(&staging.file_path(name), name, values.len() as u64)?;
-    writer.push_slice(values)?;
-    writer.finish()
 }
 
 fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String, String> {

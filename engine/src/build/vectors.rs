@@ -14,12 +14,13 @@ const ROWS_PER_STEP: usize = 1 << 16;
 const ROWS_PER_TASK: usize = 4096;
 
 /// Streams every row of `vectors` into an f16 array file at `out`, checking that each value is
-/// finite and representable in f16. `doc_offsets` (first row of each document) only serves
-/// error messages, which name the row, its document and column.
+/// finite and representable in f16. `doc_offsets` (first row of each document) and `doc_ids`
+/// only serve error messages, which name the row, its document and token, and the column.
 pub fn write_f16_rows(
     vectors: &NpyArray,
     int8_scale: Option<f32>,
     doc_offsets: &[u64],
+    doc_ids: &[String],
     out: &Path,
     name: &str,
     progress: &dyn Progress,
@@ -45,7 +46,8 @@ pub fn write_f16_rows(
                     return Err(Error::bad_input(
                         format!("{}: row {row}", vectors.path().display()),
                         format!(
-                            "(document {doc}, token {token}) column {}: value {} is not finite or exceeds the float16 range",
+                            "(document {:?}, its token {token}) column {}: value {} is not finite or exceeds the float16 range",
+                            doc_ids.get(doc).map(String::as_str).unwrap_or("?"),
                             i % dim,
                             values[i]
                         ),

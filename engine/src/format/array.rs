@@ -223,11 +223,6 @@ impl<T: Element> ArrayFile<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-
-    /// The mapping, for residency hints.
-    pub fn map(&self) -> &Mmap {
-        &self.map
-    }
 }
 
 /// Computes the xxh3-64 checksum of a whole file, reading it through a memory map.

@@ -82,7 +82,11 @@ impl StagingDir {
                 .path
                 .with_file_name(format!(".replaced-{}", std::process::id()));
             std::fs::rename(&self.target, &old).map_err(|e| Error::io(&self.target, e))?;
-            std::fs::rename(&self.path, &self.target).map_err(|e| Error::io(&self.target, e))?;
+            if let Err(e) = std::fs::rename(&self.path, &self.target) {
+                // Put the previous index back so a failed replacement loses nothing.
+                let _ = std::fs::rename(&old, &self.target);
+                return Err(Error::io(&self.target, e));
+            }
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         } else {
             std::fs::rename(&self.path, &self.target).map_err(|e| Error::io(&self.target, e))?;

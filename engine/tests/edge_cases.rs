@@ -1,0 +1,104 @@
+//! Edge cases of the query path on a tiny hand-made index.
+
+use tandem_engine::build::{build_index, BuildConfig, NoProgress};
+use tandem_engine::npy::{write_f32, write_u32};
+use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+
+fn tiny_index(dir: &std::path::Path) -> Index {
+    std::fs::write(
+        dir.join("docs.jsonl"),
+        "{\"id\": \"a\", \"vector\": {\"x\": 0.25, \"y\": 1.0}}\n{\"id\": \"b\", \"vector\": {\"y\": 2.0}}\n",
+    )
+    .unwrap();
+    write_u32(&dir.join("lens.npy"), &[2], &[1, 2]).unwrap();
+    write_f32(
+        &dir.join("vectors.npy"),
+        &[3, 2],
+        &[1.0, 0.0, 0.0, 1.0, 0.6, 0.8],
+    )
+    .unwrap();
+    let config = BuildConfig {
+        docs: dir.join("docs.jsonl"),
+        vectors: dir.join("vectors.npy"),
+        lens: dir.join("lens.npy"),
+        int8_scale: None,
+        vocab: None,
+        token_ids: false,
+        out: dir.join("index"),
+        overwrite: false,
+    };
+    build_index(&config, &NoProgress).unwrap();
+    Index::open(&dir.join("index")).unwrap()
+}
+
+fn params(rerank: bool) -> SearchParams {
+    SearchParams {
+        k: 5,
+        kappa: 5,
+        cp_alpha: None,
+        ee_beta: None,
+        rerank,
+    }
+}
+
+#[test]
+fn a_product_that_underflows_to_zero_does_not_duplicate_a_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = tiny_index(dir.path());
+    let (x, y) = (index.term_id("x").unwrap(), index.term_id("y").unwrap());
+    // 1e-45 × 0.25 underflows to 0 in f32; document "a" is then scored again by "y".
+    let query = Query {
+        terms: vec![(x, 1e-45), (y, 1.0)],
+        vectors: None,
+    };
+    let out = index
+        .search(&query, &params(false), &Limits::default())
+        .unwrap();
+    let docs: Vec<&str> = out
+        .hits
+        .iter()
+        .map(|h| index.external_id(h.doc).unwrap())
+        .collect();
+    assert_eq!(docs, ["b", "a"]);
+    assert_eq!(out.stats.candidates, 2);
+}
+
+#[test]
+fn maxsim_scores_and_vector_value_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = tiny_index(dir.path());
+    let y = index.term_id("y").unwrap();
+    let query = |values: Vec<f32>| Query {
+        terms: vec![(y, 1.0)],
+        vectors: Some(QueryVectors { values, dim: 2 }),
+    };
+    // Two query tokens: (1, 0) and (0, 1). Doc a = [(1, 0)]: 1 + 0. Doc b = [(0, 1), (0.6, 0.8)]:
+    // max(0, 0.6) + max(1, 0.8) = 1.6, with 0.6 as stored in float16.
+    let out = index
+        .search(
+            &query(vec![1.0, 0.0, 0.0, 1.0]),
+            &params(true),
+            &Limits::default(),
+        )
+        .unwrap();
+    let got: Vec<(&str, f32)> = out
+        .hits
+        .iter()
+        .map(|h| (index.external_id(h.doc).unwrap(), h.maxsim.unwrap()))
+        .collect();
+    let stored = half::f16::from_f32(0.6).to_f32();
+    assert_eq!(got, [("b", stored + 1.0), ("a", 1.0)]);
+
+    let err = index
+        .search(
+            &query(vec![1e30, -1e30, 1.0, 1.0]),
+            &params(true),
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("query.vectors") && err.contains("exceeds"),
+        "{err}"
+    );
+}
