@@ -22,6 +22,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Generate a deterministic synthetic corpus in the eval-set layout.
     Gen(GenArgs),
+    /// Latency and accuracy of the first stage, in process.
+    FirstStage(crate::first_stage::FirstStageArgs),
 }
 
 /// Arguments of `tandem-bench eval`.
@@ -72,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(args) => eval(&args),
         Command::Gen(args) => gen(&args),
+        Command::FirstStage(args) => crate::first_stage::first_stage(&args),
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::queries::{QueryKnobs, QuerySet};
 use crate::trec::write_run;
 use crate::TandemClient;
+use tandem_proto::v1::FirstStage;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -61,6 +62,15 @@ pub struct SearchArgs {
     /// Return the first stage's ranking (no MaxSim); query vectors are not needed.
     #[arg(long)]
     pub sparse_only: bool,
+    /// The first stage: `exact` or `approximate` (default: the index's).
+    #[arg(long, value_parser = ["exact", "approximate"])]
+    pub first_stage: Option<String>,
+    /// Approximate first stage: query terms walked (default: the index's).
+    #[arg(long)]
+    pub query_cut: Option<u32>,
+    /// Approximate first stage: block-skipping aggressiveness in (0, 1] (default: the index's).
+    #[arg(long)]
+    pub heap_factor: Option<f32>,
     /// Queries per SearchBatch call.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -111,6 +121,13 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
         cp_alpha: args.cp_alpha,
         ee_beta: args.ee_beta,
         sparse_only: args.sparse_only,
+        first_stage: match args.first_stage.as_deref() {
+            Some("exact") => FirstStage::Exact,
+            Some(_) => FirstStage::Approximate,
+            None => FirstStage::Unspecified,
+        },
+        query_cut: args.query_cut,
+        heap_factor: args.heap_factor,
     };
     let requests = (0..queries.len())
         .map(|i| queries.request(i, &knobs))

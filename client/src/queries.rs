@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use std::path::Path;
 use tandem_engine::jsonl::{parse_all, SparseRecord};
 use tandem_engine::npy::{row_offsets, NpyArray, NpyDType};
-use tandem_proto::v1::{Query, Rerank, SearchRequest, TokenVectors};
+use tandem_proto::v1::{FirstStage, Query, Rerank, SearchRequest, TokenVectors};
 
 /// Loaded queries, in file order.
 pub struct QuerySet {
@@ -30,6 +30,12 @@ pub struct QueryKnobs {
     pub ee_beta: Option<u32>,
     /// Skip reranking (sparse scores only).
     pub sparse_only: bool,
+    /// The first stage (`Unspecified`: the index default).
+    pub first_stage: FirstStage,
+    /// Approximate first stage: query terms walked.
+    pub query_cut: Option<u32>,
+    /// Approximate first stage: block-skipping aggressiveness.
+    pub heap_factor: Option<f32>,
 }
 
 impl QuerySet {
@@ -95,6 +101,9 @@ impl QuerySet {
                 Rerank::Maxsim as i32
             },
             query_id: record.id.clone(),
+            first_stage: knobs.first_stage as i32,
+            query_cut: knobs.query_cut,
+            heap_factor: knobs.heap_factor,
         }
     }
 }

@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 use crate::format::array::checksum_file;
 use crate::format::manifest::Manifest;
 use crate::format::{files, strings::StringTable};
+use crate::approx::ApproxIndex;
+use crate::pipeline::FirstStage;
 use crate::sparse::InvertedIndex;
 use crate::tokens::TokenStore;
 use rayon::prelude::*;
@@ -27,6 +29,7 @@ pub struct Index {
     term_ids: HashMap<String, u32>,
     doc_ids: StringTable,
     postings: InvertedIndex,
+    approx: Option<ApproxIndex>,
     tokens: TokenStore,
 }
 
@@ -128,6 +131,15 @@ impl Index {
                 ),
             ));
         }
+        let approx = match &manifest.approx {
+            Some(_) => {
+                for name in crate::approx::files::ALL {
+                    manifest.file(dir, name)?;
+                }
+                Some(ApproxIndex::open(dir, vocab_size, doc_count)?)
+            }
+            None => None,
+        };
         let tokens = TokenStore::open(dir, doc_count, token_count, dim)?;
         Ok(Index {
             dir: dir.to_path_buf(),
@@ -136,6 +148,7 @@ impl Index {
             term_ids,
             doc_ids,
             postings,
+            approx,
             tokens,
         })
     }
@@ -178,6 +191,20 @@ impl Index {
     /// The inverted index.
     pub fn postings(&self) -> &InvertedIndex {
         &self.postings
+    }
+
+    /// The approximate first stage, when the index has one.
+    pub fn approx(&self) -> Option<&ApproxIndex> {
+        self.approx.as_ref()
+    }
+
+    /// The first stage a query uses when it does not choose: the approximate one with the
+    /// index's defaults when built, else exact.
+    pub fn default_first_stage(&self) -> FirstStage {
+        match &self.manifest.approx {
+            Some(a) => FirstStage::Approx(a.query_defaults),
+            None => FirstStage::Exact,
+        }
     }
 
     /// The token-vector store.

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod approx;
 pub mod build;
 pub mod error;
 pub mod format;

@@ -1,5 +1,6 @@
 //! The two-stage query path: first stage → CP(α) → MaxSim with EE(β) → top k.
 
+use crate::approx::ApproxQueryParams;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::maxsim::MaxSimScorer;
@@ -35,9 +36,20 @@ impl Default for Limits {
 /// every MaxSim sum finite.
 pub const MAX_VECTOR_VALUE: f32 = 65504.0;
 
+/// Which first stage a query runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FirstStage {
+    /// Every posting of every query term scored: the reference.
+    Exact,
+    /// The approximate first stage with these knobs (the index must have one).
+    Approx(ApproxQueryParams),
+}
+
 /// Knobs of one query (already defaulted: every value is what will be used).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SearchParams {
+    /// The first stage.
+    pub first_stage: FirstStage,
     /// Results to return (≥ 1).
     pub k: usize,
     /// First-stage candidates to rerank (≥ k).
@@ -118,8 +130,7 @@ impl Index {
         let mut stats = SearchStats::default();
 
         let started = Instant::now();
-        let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
-        let mut candidates = self.postings().search_exact(&terms, params.kappa);
+        let mut candidates = self.first_stage(query, params.kappa, &params.first_stage)?;
         stats.candidates = candidates.len();
         stats.first_stage_us = started.elapsed().as_micros() as u64;
 
@@ -181,6 +192,22 @@ impl Index {
             .collect();
         stats.rerank_us = started.elapsed().as_micros() as u64;
         Ok(SearchOutput { hits, stats })
+    }
+
+    /// The first stage alone: the best `kappa` documents for `query`'s sparse terms, best first,
+    /// with their sparse scores. `query` must have passed validation (see [`Index::search`]).
+    pub fn first_stage(&self, query: &Query, kappa: usize, stage: &FirstStage) -> Result<Vec<Scored>> {
+        let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
+        match stage {
+            FirstStage::Exact => Ok(self.postings().search_exact(&terms, kappa)),
+            FirstStage::Approx(knobs) => {
+                let approx = self.approx().ok_or_else(|| {
+                    Error::invalid("first_stage", "this index has no approximate first stage (built with --first-stage exact)")
+                })?;
+                knobs.validate()?;
+                Ok(approx.search(&terms, kappa, knobs))
+            }
+        }
     }
 
     /// Checks every field; returns the token vectors to rerank with (`None` when not reranking).

@@ -61,6 +61,14 @@ impl TopK {
         }
     }
 
+    /// The score an item must beat to enter, once `k` items are held (`None` before).
+    pub fn threshold(&self) -> Option<f32> {
+        if self.heap.len() < self.k {
+            return None;
+        }
+        self.heap.peek().map(|worst| worst.0.score)
+    }
+
     /// The best items, best first.
     pub fn into_sorted_vec(self) -> Vec<Scored> {
         // Sorting `Reverse` ascending puts the greatest `Scored` first.

@@ -2,6 +2,7 @@
 
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::npy::{write_f32, write_u32};
+use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
 
 fn tiny_index(dir: &std::path::Path) -> Index {
@@ -26,6 +27,7 @@ fn tiny_index(dir: &std::path::Path) -> Index {
         token_ids: false,
         out: dir.join("index"),
         overwrite: false,
+        approx: Some(tandem_engine::approx::ApproxSettings::default()),
     };
     build_index(&config, &NoProgress).unwrap();
     Index::open(&dir.join("index")).unwrap()
@@ -33,6 +35,7 @@ fn tiny_index(dir: &std::path::Path) -> Index {
 
 fn params(rerank: bool) -> SearchParams {
     SearchParams {
+        first_stage: FirstStage::Exact,
         k: 5,
         kappa: 5,
         cp_alpha: None,

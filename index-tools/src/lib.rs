@@ -8,6 +8,7 @@ mod progress;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
 use tandem_engine::build::{build_index, BuildConfig};
 use tandem_engine::format::files;
 use tandem_engine::format::manifest::Manifest;
@@ -68,6 +69,25 @@ pub struct BuildArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+    /// The first stage to build: `approx` (pruned, blocked posting lists with summaries, used by
+    /// default at query time; exact search stays available) or `exact` only.
+    #[arg(long, value_parser = ["approx", "exact"], default_value = "approx")]
+    pub first_stage: String,
+    /// Approximate first stage: postings kept per term (its heaviest).
+    #[arg(long, default_value_t = ApproxBuildParams::default().n_postings)]
+    pub n_postings: usize,
+    /// Approximate first stage: blocks per kept list, as a fraction of its length.
+    #[arg(long, default_value_t = ApproxBuildParams::default().centroid_fraction)]
+    pub centroid_fraction: f32,
+    /// Approximate first stage: share of a block summary's L1 mass kept.
+    #[arg(long, default_value_t = ApproxBuildParams::default().summary_energy)]
+    pub summary_energy: f32,
+    /// Approximate first stage: default query terms walked (queries may override).
+    #[arg(long, default_value_t = ApproxQueryParams::default().query_cut)]
+    pub query_cut: usize,
+    /// Approximate first stage: default block-skipping aggressiveness in (0, 1].
+    #[arg(long, default_value_t = ApproxQueryParams::default().heap_factor)]
+    pub heap_factor: f32,
 }
 
 /// Parses a scale given as a number (`0.0078`) or a fraction (`1/127`).
@@ -107,6 +127,17 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         token_ids: args.token_ids,
         out: args.out,
         overwrite: args.force,
+        approx: (args.first_stage == "approx").then_some(ApproxSettings {
+            build: ApproxBuildParams {
+                n_postings: args.n_postings,
+                centroid_fraction: args.centroid_fraction,
+                summary_energy: args.summary_energy,
+            },
+            query_defaults: ApproxQueryParams {
+                query_cut: args.query_cut,
+                heap_factor: args.heap_factor,
+            },
+        }),
     };
     let summary = build_index(&config, &progress::Bar::new())?;
     let m = &summary.manifest;

@@ -2,6 +2,8 @@
 
 use crate::config::ServeOptions;
 use half::f16;
+use tandem_engine::approx::ApproxQueryParams;
+use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Error, Index, Query, QueryVectors, Result, SearchOutput, SearchParams};
 use tandem_proto::v1::{self, Rerank};
 
@@ -38,7 +40,9 @@ pub fn prepare(
             ))
         }
     };
+    let first_stage = first_stage(index, &request)?;
     let params = SearchParams {
+        first_stage,
         k,
         kappa,
         cp_alpha: request.cp_alpha,
@@ -59,6 +63,31 @@ pub fn prepare(
         unknown_tokens,
         query_id: request.query_id,
     })
+}
+
+/// The requested first stage, with the index's defaults for what the request leaves out.
+fn first_stage(index: &Index, request: &v1::SearchRequest) -> Result<FirstStage> {
+    let defaults = index.manifest().approx.as_ref().map(|a| a.query_defaults);
+    let knobs = |defaults: ApproxQueryParams| ApproxQueryParams {
+        query_cut: request.query_cut.map_or(defaults.query_cut, |c| c as usize),
+        heap_factor: request.heap_factor.unwrap_or(defaults.heap_factor),
+    };
+    match (v1::FirstStage::try_from(request.first_stage), defaults) {
+        (Ok(v1::FirstStage::Exact), _) | (Ok(v1::FirstStage::Unspecified), None) => Ok(FirstStage::Exact),
+        (Ok(v1::FirstStage::Unspecified | v1::FirstStage::Approximate), Some(defaults)) => {
+            let knobs = knobs(defaults);
+            knobs.validate()?;
+            Ok(FirstStage::Approx(knobs))
+        }
+        (Ok(v1::FirstStage::Approximate), None) => Err(Error::invalid(
+            "first_stage",
+            "this index has no approximate first stage (it was built with --first-stage exact)",
+        )),
+        (Err(_), _) => Err(Error::invalid(
+            "first_stage",
+            format!("unknown value {}", request.first_stage),
+        )),
+    }
 }
 
 fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u32)> {

@@ -116,6 +116,15 @@ impl Search for SearchService {
             default_kappa: saturate(options.default_kappa),
             max_k: saturate(options.limits.max_k),
             max_kappa: saturate(options.limits.max_kappa),
+            default_first_stage: match &manifest.approx {
+                Some(_) => "approximate".to_string(),
+                None => "exact".to_string(),
+            },
+            default_query_cut: manifest
+                .approx
+                .as_ref()
+                .map_or(0, |a| saturate(a.query_defaults.query_cut)),
+            default_heap_factor: manifest.approx.as_ref().map_or(0.0, |a| a.query_defaults.heap_factor),
         }))
     }
 }

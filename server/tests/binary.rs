@@ -33,6 +33,7 @@ fn build(corpus: &Path, out: &Path) {
         token_ids: false,
         out: out.to_path_buf(),
         overwrite: false,
+        approx: Some(tandem_engine::approx::ApproxSettings::default()),
     };
     build_index(&config, &NoProgress).unwrap();
 }

@@ -112,6 +112,7 @@ pub fn synthetic_index(
             token_ids: false,
             out: index.clone(),
             overwrite: false,
+            approx: Some(tandem_engine::approx::ApproxSettings::default()),
         },
         &NoProgress,
     )?;

@@ -9,6 +9,7 @@ use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
 use tandem_engine::jsonl::parse_all;
 use tandem_engine::npy::NpyArray;
+use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
 use tandem_server::config::ServeOptions;
 use tandem_tests::{synthetic_index, TestServer};
@@ -124,6 +125,7 @@ fn naive_maxsim(query: &[f32], doc: &[f32], dim: usize) -> f64 {
 
 fn params(k: usize, kappa: usize) -> SearchParams {
     SearchParams {
+        first_stage: FirstStage::Exact,
         k,
         kappa,
         cp_alpha: None,
@@ -254,6 +256,7 @@ async fn grpc_answers_equal_engine_answers() {
     let knobs = QueryKnobs {
         k: Some(5),
         kappa: Some(30),
+        first_stage: tandem_proto::v1::FirstStage::Exact,
         ..QueryKnobs::default()
     };
     let requests: Vec<_> = (0..c.queries.len())

@@ -4,11 +4,14 @@ pub mod docs;
 pub mod vectors;
 
 use crate::error::{Error, Result};
-use crate::format::array::write_array;
+use crate::format::array::{write_array, Element};
 use crate::format::manifest::Manifest;
 use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
+use crate::approx::build::{build as build_approx, SparseMatrices};
+use crate::approx::{self, ApproxSettings};
+use crate::format::manifest::ApproxManifest;
 use crate::npy::{row_offsets, NpyArray};
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
@@ -35,6 +38,8 @@ pub struct BuildConfig {
     pub out: PathBuf,
     /// Replace `out` if it exists.
     pub overwrite: bool,
+    /// Build the approximate first stage with these settings (`None`: exact only).
+    pub approx: Option<ApproxSettings>,
 }
 
 /// Receives progress of a build (a terminal progress bar, or nothing).
@@ -144,13 +149,36 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         files::IDS_OFFSETS,
         files::IDS_BYTES,
     )?;
-    write_postings(&mut staging, &docs, progress)?;
-    let offsets_file = write_array(
-        &staging.file_path(files::TOKENS_OFFSETS),
-        files::TOKENS_OFFSETS,
-        &token_offsets,
-    )?;
-    staging.record(files::TOKENS_OFFSETS, offsets_file);
+    let inverted = invert(&docs, progress);
+    put(&mut staging, files::POSTINGS_OFFSETS, &inverted.offsets)?;
+    put(&mut staging, files::POSTINGS_DOCS, &inverted.docs)?;
+    put(&mut staging, files::POSTINGS_WEIGHTS, &inverted.weights)?;
+    let approx_manifest = match &config.approx {
+        Some(settings) => {
+            progress.start("approximate first stage", 1);
+            let matrices = SparseMatrices {
+                doc_offsets: &docs.offsets,
+                doc_terms: &docs.terms,
+                doc_weights: &docs.weights,
+                post_offsets: &inverted.offsets,
+                post_docs: &inverted.docs,
+                post_weights: &inverted.weights,
+            };
+            settings.query_defaults.validate()?;
+            let arrays = build_approx(&matrices, docs.vocab.len(), &settings.build)?;
+            write_approx(&mut staging, &arrays)?;
+            progress.advance(1);
+            progress.finish();
+            Some(ApproxManifest {
+                build: settings.build,
+                query_defaults: settings.query_defaults,
+                blocks: arrays.summary_scales.len() as u64,
+            })
+        }
+        None => None,
+    };
+    drop(inverted);
+    put(&mut staging, files::TOKENS_OFFSETS, &token_offsets)?;
     let vectors_file = vectors::write_f16_rows(
         &vectors,
         config.int8_scale,
@@ -176,6 +204,7 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         dim: dim as u32,
         vector_codec: "f16".to_string(),
         build_parameters: build_parameters(config, &vectors),
+        approx: approx_manifest,
         files: BTreeMap::new(),
     };
     let dir = staging.commit(manifest.clone())?;
@@ -205,13 +234,16 @@ fn write_strings(
     Ok(())
 }
 
+/// Posting lists by term.
+struct Inverted {
+    offsets: Vec<u64>,
+    docs: Vec<u32>,
+    weights: Vec<f32>,
+}
+
 /// Inverts the document-term matrix: a counting pass sizes each posting list, a fill pass in
 /// document order appends to them, so every list comes out sorted by document id.
-fn write_postings(
-    staging: &mut StagingDir,
-    docs: &ParsedDocs,
-    progress: &dyn Progress,
-) -> Result<()> {
+fn invert(docs: &ParsedDocs, progress: &dyn Progress) -> Inverted {
     progress.start("invert postings", docs.ids.len() as u64);
     let vocab_size = docs.vocab.len();
     let mut offsets = vec![0u64; vocab_size + 1];
@@ -233,36 +265,34 @@ fn write_postings(
             *slot += 1;
         }
     }
+    progress.advance(docs.ids.len() as u64);
     progress.finish();
-    for (name, written) in [
-        (
-            files::POSTINGS_OFFSETS,
-            write_array(
-                &staging.file_path(files::POSTINGS_OFFSETS),
-                files::POSTINGS_OFFSETS,
-                &offsets,
-            )?,
-        ),
-        (
-            files::POSTINGS_DOCS,
-            write_array(
-                &staging.file_path(files::POSTINGS_DOCS),
-                files::POSTINGS_DOCS,
-                &post_docs,
-            )?,
-        ),
-        (
-            files::POSTINGS_WEIGHTS,
-            write_array(
-                &staging.file_path(files::POSTINGS_WEIGHTS),
-                files::POSTINGS_WEIGHTS,
-                &post_weights,
-            )?,
-        ),
-    ] {
-        staging.record(name, written);
+    Inverted {
+        offsets,
+        docs: post_docs,
+        weights: post_weights,
     }
+}
+
+/// Writes one array file into the staging directory and records it for the manifest.
+fn put<T: Element>(staging: &mut StagingDir, name: &str, values: &[T]) -> Result<()> {
+    let written = write_array(&staging.file_path(name), name, values)?;
+    staging.record(name, written);
     Ok(())
+}
+
+fn write_approx(staging: &mut StagingDir, a: &approx::build::ApproxArrays) -> Result<()> {
+    use approx::files as f;
+    put(staging, f::FORWARD_OFFSETS, &a.forward_offsets)?;
+    put(staging, f::FORWARD_TERMS, &a.forward_terms)?;
+    put(staging, f::FORWARD_WEIGHTS, &a.forward_weights)?;
+    put(staging, f::TERM_BLOCKS, &a.term_blocks)?;
+    put(staging, f::BLOCK_DOC_OFFSETS, &a.block_doc_offsets)?;
+    put(staging, f::BLOCK_DOCS, &a.block_docs)?;
+    put(staging, f::SUMMARY_OFFSETS, &a.summary_offsets)?;
+    put(staging, f::SUMMARY_TERMS, &a.summary_terms)?;
+    put(staging, f::SUMMARY_VALUES, &a.summary_values)?;
+    put(staging, f::SUMMARY_SCALES, &a.summary_scales)
 }
 
 fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String, String> {
@@ -287,6 +317,19 @@ fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String
             .unwrap_or_else(|| "from documents".to_string()),
     );
     params.insert("token_ids".to_string(), config.token_ids.to_string());
-    params.insert("first_stage".to_string(), "exact".to_string());
+    params.insert(
+        "first_stage".to_string(),
+        match &config.approx {
+            Some(a) => format!(
+                "approx (n_postings {}, centroid_fraction {}, summary_energy {}; query defaults query_cut {}, heap_factor {})",
+                a.build.n_postings,
+                a.build.centroid_fraction,
+                a.build.summary_energy,
+                a.query_defaults.query_cut,
+                a.query_defaults.heap_factor
+            ),
+            None => "exact".to_string(),
+        },
+    );
     params
 }

@@ -29,6 +29,8 @@ pub enum DType {
     F32 = 4,
     /// IEEE half precision.
     F16 = 5,
+    /// `u16`
+    U16 = 6,
 }
 
 /// A type that can be stored in an array file.
@@ -39,6 +41,9 @@ pub trait Element: bytemuck::Pod {
 
 impl Element for u8 {
     const DTYPE: DType = DType::U8;
+}
+impl Element for u16 {
+    const DTYPE: DType = DType::U16;
 }
 impl Element for u32 {
     const DTYPE: DType = DType::U32;

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::array::WrittenFile;
+use crate::approx::{ApproxBuildParams, ApproxQueryParams};
 use crate::format::FORMAT_VERSION;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +24,18 @@ impl From<WrittenFile> for FileEntry {
             xxh3: format!("{:016x}", written.xxh3),
         }
     }
+}
+
+/// How the approximate first stage was built, and its query defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproxManifest {
+    /// Build parameters.
+    pub build: ApproxBuildParams,
+    /// Knobs used when a query does not set them.
+    pub query_defaults: ApproxQueryParams,
+    /// Number of blocks over all terms.
+    pub blocks: u64,
 }
 
 /// The manifest of an index directory.
@@ -49,6 +62,9 @@ pub struct Manifest {
     pub vector_codec: String,
     /// Inputs and options of the build, for provenance.
     pub build_parameters: BTreeMap<String, String>,
+    /// The approximate first stage, when built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approx: Option<ApproxManifest>,
     /// Every other file of the directory with its size and checksum.
     pub files: BTreeMap<String, FileEntry>,
 }

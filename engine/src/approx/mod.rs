@@ -1,0 +1,313 @@
+//! The approximate first stage: pruned, clustered posting lists with block summaries, scored
+//! exactly against a forward index.
+//!
+//! The ideas are Seismic's (Bruch, Nardini, Rulli, Venturini, SIGIR 2024), written anew:
+//!
+//! - **Static pruning**: each term keeps only its `n_postings` heaviest postings.
+//! - **Blocks**: a term's kept postings are clustered into blocks of similar documents
+//!   ([`build`]); each block stores its documents and a *summary*: the coordinate-wise maximum of
+//!   its documents' vectors, cut to the components holding `summary_energy` of its L1 mass and
+//!   quantized to `u8` with a per-block scale (rounded up, so an unpruned summary bounds every
+//!   document of the block from above).
+//! - **Query time** ([`ApproxIndex::search`]): only the `query_cut` heaviest query terms are
+//!   walked. For each of their blocks, once `kappa` documents are held, the block is skipped when
+//!   `⟨query, summary⟩ × heap_factor` is below the current `kappa`-th score; otherwise every
+//!   document of the block not yet seen is scored **exactly** against the full query through the
+//!   forward index. Returned scores are therefore real sparse scores.
+//!
+//! `heap_factor` ∈ (0, 1]: 1 skips only blocks whose (approximate) bound cannot enter; smaller
+//! values skip more.
+
+pub mod build;
+
+use crate::error::{Error, Result};
+use crate::format::array::ArrayFile;
+use crate::topk::{Scored, TopK};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::path::Path;
+
+/// Build-time parameters of the approximate first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproxBuildParams {
+    /// Postings kept per term (its heaviest).
+    pub n_postings: usize,
+    /// Blocks per kept posting list, as a fraction of its length (at least one block).
+    pub centroid_fraction: f32,
+    /// Share of a block summary's L1 mass kept (its heaviest components), in (0, 1].
+    pub summary_energy: f32,
+}
+
+impl Default for ApproxBuildParams {
+    fn default() -> Self {
+        ApproxBuildParams {
+            n_postings: 4000,
+            centroid_fraction: 0.1,
+            summary_energy: 0.4,
+        }
+    }
+}
+
+/// Everything chosen at build time about the approximate first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ApproxSettings {
+    /// How it is built.
+    pub build: ApproxBuildParams,
+    /// The knobs queries use unless they set their own.
+    pub query_defaults: ApproxQueryParams,
+}
+
+/// Query-time knobs of the approximate first stage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproxQueryParams {
+    /// Query terms walked (the heaviest), ≥ 1.
+    pub query_cut: usize,
+    /// Block skipping aggressiveness, in (0, 1].
+    pub heap_factor: f32,
+}
+
+impl Default for ApproxQueryParams {
+    fn default() -> Self {
+        ApproxQueryParams {
+            query_cut: 10,
+            heap_factor: 0.9,
+        }
+    }
+}
+
+impl ApproxQueryParams {
+    /// Checks the knobs, naming the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.query_cut == 0 {
+            return Err(Error::invalid("query_cut", "must be >= 1"));
+        }
+        if !(self.heap_factor > 0.0 && self.heap_factor <= 1.0) {
+            return Err(Error::invalid(
+                "heap_factor",
+                format!("{} is not in (0, 1]", self.heap_factor),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Names of the approximate first stage's files.
+pub mod files {
+    /// First forward-index entry of each document (`u64`, doc_count + 1).
+    pub const FORWARD_OFFSETS: &str = "forward.offsets";
+    /// Term ids of each document's vector (`u16`), ascending within a document.
+    pub const FORWARD_TERMS: &str = "forward.terms";
+    /// Weights parallel to `forward.terms` (`f32`).
+    pub const FORWARD_WEIGHTS: &str = "forward.weights";
+    /// First block of each term (`u64`, vocab_size + 1).
+    pub const TERM_BLOCKS: &str = "blocks.by_term";
+    /// First document of each block (`u64`, blocks + 1).
+    pub const BLOCK_DOC_OFFSETS: &str = "blocks.doc_offsets";
+    /// Documents of all blocks (`u32`), ascending within a block.
+    pub const BLOCK_DOCS: &str = "blocks.docs";
+    /// First summary component of each block (`u64`, blocks + 1).
+    pub const SUMMARY_OFFSETS: &str = "summary.offsets";
+    /// Term ids of summary components (`u16`).
+    pub const SUMMARY_TERMS: &str = "summary.terms";
+    /// Quantized summary values (`u8`); value = q × the block's scale.
+    pub const SUMMARY_VALUES: &str = "summary.values";
+    /// Per-block dequantization scale (`f32`).
+    pub const SUMMARY_SCALES: &str = "summary.scales";
+
+    /// Every file of the approximate first stage.
+    pub const ALL: [&str; 10] = [
+        FORWARD_OFFSETS,
+        FORWARD_TERMS,
+        FORWARD_WEIGHTS,
+        TERM_BLOCKS,
+        BLOCK_DOC_OFFSETS,
+        BLOCK_DOCS,
+        SUMMARY_OFFSETS,
+        SUMMARY_TERMS,
+        SUMMARY_VALUES,
+        SUMMARY_SCALES,
+    ];
+}
+
+/// The memory-mapped approximate first stage.
+pub struct ApproxIndex {
+    forward_offsets: ArrayFile<u64>,
+    forward_terms: ArrayFile<u16>,
+    forward_weights: ArrayFile<f32>,
+    term_blocks: ArrayFile<u64>,
+    block_doc_offsets: ArrayFile<u64>,
+    block_docs: ArrayFile<u32>,
+    summary_offsets: ArrayFile<u64>,
+    summary_terms: ArrayFile<u16>,
+    summary_values: ArrayFile<u8>,
+    summary_scales: ArrayFile<f32>,
+    vocab_size: usize,
+    doc_count: usize,
+}
+
+/// Per-thread buffers reused across queries: the query as a dense vector, and a visit stamp per
+/// document (a document is seen in this query when its stamp equals the query's generation).
+#[derive(Default)]
+struct Scratch {
+    dense: Vec<f32>,
+    stamps: Vec<u32>,
+    generation: u32,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn check_offsets(path: &Path, offsets: &[u64], len: usize, total: usize, what: &str) -> Result<()> {
+    let ok = offsets.len() == len + 1
+        && offsets.first() == Some(&0)
+        && offsets.last() == Some(&(total as u64))
+        && offsets.windows(2).all(|w| w[0] <= w[1]);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            path,
+            format!("{what}: expected {} ascending offsets from 0 to {total}", len + 1),
+        ))
+    }
+}
+
+impl ApproxIndex {
+    /// Opens the approximate first stage of `dir` and checks every invariant the search relies
+    /// on (offsets in range and ascending, ids below their bounds).
+    pub fn open(dir: &Path, vocab_size: usize, doc_count: usize) -> Result<ApproxIndex> {
+        let open_u64 = |name: &str| ArrayFile::<u64>::open(&dir.join(name), name);
+        let open_u16 = |name: &str| ArrayFile::<u16>::open(&dir.join(name), name);
+        let index = ApproxIndex {
+            forward_offsets: open_u64(files::FORWARD_OFFSETS)?,
+            forward_terms: open_u16(files::FORWARD_TERMS)?,
+            forward_weights: ArrayFile::open(&dir.join(files::FORWARD_WEIGHTS), files::FORWARD_WEIGHTS)?,
+            term_blocks: open_u64(files::TERM_BLOCKS)?,
+            block_doc_offsets: open_u64(files::BLOCK_DOC_OFFSETS)?,
+            block_docs: ArrayFile::open(&dir.join(files::BLOCK_DOCS), files::BLOCK_DOCS)?,
+            summary_offsets: open_u64(files::SUMMARY_OFFSETS)?,
+            summary_terms: open_u16(files::SUMMARY_TERMS)?,
+            summary_values: ArrayFile::open(&dir.join(files::SUMMARY_VALUES), files::SUMMARY_VALUES)?,
+            summary_scales: ArrayFile::open(&dir.join(files::SUMMARY_SCALES), files::SUMMARY_SCALES)?,
+            vocab_size,
+            doc_count,
+        };
+        let path = |name: &str| dir.join(name);
+        let postings = index.forward_terms.len();
+        check_offsets(&path(files::FORWARD_OFFSETS), index.forward_offsets.as_slice(), doc_count, postings, "forward index")?;
+        if index.forward_weights.len() != postings {
+            return Err(Error::corrupt(path(files::FORWARD_WEIGHTS), "length differs from forward.terms"));
+        }
+        if index.forward_terms.as_slice().iter().any(|&t| t as usize >= vocab_size) {
+            return Err(Error::corrupt(path(files::FORWARD_TERMS), "a term id is past the vocabulary"));
+        }
+        let blocks = index.block_doc_offsets.len().saturating_sub(1);
+        check_offsets(&path(files::TERM_BLOCKS), index.term_blocks.as_slice(), vocab_size, blocks, "blocks by term")?;
+        check_offsets(&path(files::BLOCK_DOC_OFFSETS), index.block_doc_offsets.as_slice(), blocks, index.block_docs.len(), "block documents")?;
+        if index.block_docs.as_slice().iter().any(|&d| d as usize >= doc_count) {
+            return Err(Error::corrupt(path(files::BLOCK_DOCS), "a document id is past the end"));
+        }
+        let components = index.summary_terms.len();
+        check_offsets(&path(files::SUMMARY_OFFSETS), index.summary_offsets.as_slice(), blocks, components, "summaries")?;
+        if index.summary_values.len() != components || index.summary_scales.len() != blocks {
+            return Err(Error::corrupt(path(files::SUMMARY_VALUES), "summary arrays disagree in length"));
+        }
+        if index.summary_terms.as_slice().iter().any(|&t| t as usize >= vocab_size) {
+            return Err(Error::corrupt(path(files::SUMMARY_TERMS), "a term id is past the vocabulary"));
+        }
+        Ok(index)
+    }
+
+    /// Number of blocks over all terms.
+    pub fn block_count(&self) -> usize {
+        self.summary_scales.len()
+    }
+
+    fn range(offsets: &[u64], i: usize) -> std::ops::Range<usize> {
+        offsets[i] as usize..offsets[i + 1] as usize
+    }
+
+    /// The approximate top `kappa` documents for `query` (distinct term ids below the vocabulary
+    /// size, finite weights ≥ 0), best first, with their exact sparse scores.
+    pub fn search(&self, query: &[(u32, f32)], kappa: usize, params: &ApproxQueryParams) -> Vec<Scored> {
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            self.search_with(&mut scratch, query, kappa, params)
+        })
+    }
+
+    fn search_with(&self, scratch: &mut Scratch, query: &[(u32, f32)], kappa: usize, params: &ApproxQueryParams) -> Vec<Scored> {
+        if scratch.dense.len() != self.vocab_size {
+            scratch.dense = vec![0.0; self.vocab_size];
+        }
+        if scratch.stamps.len() != self.doc_count {
+            scratch.stamps = vec![0; self.doc_count];
+            scratch.generation = 0;
+        }
+        scratch.generation = scratch.generation.wrapping_add(1);
+        if scratch.generation == 0 {
+            scratch.stamps.fill(0);
+            scratch.generation = 1;
+        }
+        let generation = scratch.generation;
+        for &(term, weight) in query {
+            scratch.dense[term as usize] = weight;
+        }
+        let mut walked: Vec<(u32, f32)> = query.iter().copied().filter(|t| t.1 > 0.0).collect();
+        walked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        walked.truncate(params.query_cut);
+
+        let Scratch { dense, stamps, .. } = scratch;
+        let dense: &[f32] = dense;
+        let term_blocks = self.term_blocks.as_slice();
+        let block_doc_offsets = self.block_doc_offsets.as_slice();
+        let block_docs = self.block_docs.as_slice();
+        let summary_offsets = self.summary_offsets.as_slice();
+        let summary_terms = self.summary_terms.as_slice();
+        let summary_values = self.summary_values.as_slice();
+        let summary_scales = self.summary_scales.as_slice();
+        let mut top = TopK::new(kappa);
+        for &(term, _) in &walked {
+            for block in Self::range(term_blocks, term as usize) {
+                if let Some(threshold) = top.threshold() {
+                    let components = Self::range(summary_offsets, block);
+                    let mut bound = 0f32;
+                    for (&t, &v) in summary_terms[components.clone()].iter().zip(&summary_values[components]) {
+                        bound += dense[t as usize] * v as f32;
+                    }
+                    if bound * summary_scales[block] * params.heap_factor < threshold {
+                        continue;
+                    }
+                }
+                for &doc in &block_docs[Self::range(block_doc_offsets, block)] {
+                    let stamp = &mut stamps[doc as usize];
+                    if *stamp == generation {
+                        continue;
+                    }
+                    *stamp = generation;
+                    let score = self.score(dense, doc);
+                    top.push(Scored { id: doc, score });
+                }
+            }
+        }
+        for &(term, _) in query {
+            scratch.dense[term as usize] = 0.0;
+        }
+        top.into_sorted_vec()
+    }
+
+    /// The exact sparse score of `doc` against the dense query.
+    fn score(&self, dense: &[f32], doc: u32) -> f32 {
+        let range = Self::range(self.forward_offsets.as_slice(), doc as usize);
+        let terms = &self.forward_terms.as_slice()[range.clone()];
+        let weights = &self.forward_weights.as_slice()[range];
+        terms
+            .iter()
+            .zip(weights)
+            .map(|(&t, &w)| dense[t as usize] * w)
+            .sum()
+    }
+}
