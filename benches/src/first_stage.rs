@@ -80,7 +80,13 @@ impl Latency {
 }
 
 /// Runs every query through `stage`, returning the ranked document ids and per-query nanoseconds.
-fn run(index: &Index, queries: &[Query], kappa: usize, stage: &FirstStage, pool: &rayon::ThreadPool) -> anyhow::Result<(Vec<Vec<u32>>, Vec<u64>)> {
+fn run(
+    index: &Index,
+    queries: &[Query],
+    kappa: usize,
+    stage: &FirstStage,
+    pool: &rayon::ThreadPool,
+) -> anyhow::Result<(Vec<Vec<u32>>, Vec<u64>)> {
     let once = || -> anyhow::Result<Vec<(Vec<u32>, u64)>> {
         pool.install(|| {
             queries
@@ -135,10 +141,13 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
             query_cut: args.query_cut.unwrap_or(defaults.query_cut),
             heap_factor: args.heap_factor.unwrap_or(defaults.heap_factor),
         }),
-        (Some(_), FirstStage::Exact) => anyhow::bail!("{} has no approximate first stage", args.index.display()),
+        (Some(_), FirstStage::Exact) => {
+            anyhow::bail!("{} has no approximate first stage", args.index.display())
+        }
         (None, FirstStage::Exact) => FirstStage::Exact,
     };
-    let text = std::fs::read_to_string(&args.queries).with_context(|| format!("cannot read {}", args.queries.display()))?;
+    let text = std::fs::read_to_string(&args.queries)
+        .with_context(|| format!("cannot read {}", args.queries.display()))?;
     let queries: Vec<Query> = parse_all(&text, &args.queries.display().to_string())?
         .into_iter()
         .map(|record| {
@@ -148,10 +157,15 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
                 .filter_map(|(t, w)| index.term_id(t).map(|id| (id, *w)))
                 .collect();
             terms.sort_unstable_by_key(|t| t.0);
-            Query { terms, vectors: None }
+            Query {
+                terms,
+                vectors: None,
+            }
         })
         .collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build()?;
     let (found, nanos) = run(&index, &queries, kappa, &stage, &pool)?;
     let latency = Latency::of(nanos);
     let mut report = json!({
@@ -180,12 +194,32 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
     if args.exact_ground_truth {
         let (truth, exact_nanos) = run(&index, &queries, kappa, &FirstStage::Exact, &pool)?;
         let exact = Latency::of(exact_nanos);
-        let at_k = mean(found.iter().zip(&truth).filter_map(|(f, t)| overlap(f, t, args.k)));
-        let at_kappa = mean(found.iter().zip(&truth).filter_map(|(f, t)| overlap(f, t, kappa)));
-        report["accuracy_at_10"] = json!(if args.k == 10 { at_k } else { mean(found.iter().zip(&truth).filter_map(|(f, t)| overlap(f, t, 10))) });
+        let at_k = mean(
+            found
+                .iter()
+                .zip(&truth)
+                .filter_map(|(f, t)| overlap(f, t, args.k)),
+        );
+        let at_kappa = mean(
+            found
+                .iter()
+                .zip(&truth)
+                .filter_map(|(f, t)| overlap(f, t, kappa)),
+        );
+        report["accuracy_at_10"] = json!(if args.k == 10 {
+            at_k
+        } else {
+            mean(
+                found
+                    .iter()
+                    .zip(&truth)
+                    .filter_map(|(f, t)| overlap(f, t, 10)),
+            )
+        });
         report["accuracy_at_k"] = json!(at_k);
         report["accuracy_at_kappa"] = json!(at_kappa);
-        report["exact"] = json!({"mean_us": exact.mean_us, "p50_us": exact.p50_us, "p99_us": exact.p99_us});
+        report["exact"] =
+            json!({"mean_us": exact.mean_us, "p50_us": exact.p50_us, "p99_us": exact.p99_us});
         println!(
             "accuracy@{}: {at_k:.4}, accuracy@{kappa}: {at_kappa:.4}; exact first stage: mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs",
             args.k, exact.mean_us, exact.p50_us, exact.p99_us
@@ -196,7 +230,8 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
         println!("peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }

@@ -3,12 +3,12 @@
 use crate::queries::{QueryKnobs, QuerySet};
 use crate::trec::write_run;
 use crate::TandemClient;
-use tandem_proto::v1::FirstStage;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
+use tandem_proto::v1::FirstStage;
 
 /// Query a tandem server.
 #[derive(Debug, Parser)]

@@ -1,10 +1,10 @@
 //! A loaded index: the manifest, vocabulary, external ids, inverted index and token store.
 
+use crate::approx::ApproxIndex;
 use crate::error::{Error, Result};
 use crate::format::array::checksum_file;
 use crate::format::manifest::Manifest;
 use crate::format::{files, strings::StringTable};
-use crate::approx::ApproxIndex;
 use crate::pipeline::FirstStage;
 use crate::sparse::InvertedIndex;
 use crate::tokens::TokenStore;

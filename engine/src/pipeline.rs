@@ -196,7 +196,12 @@ impl Index {
 
     /// The first stage alone: the best `kappa` documents for `query`'s sparse terms, best first,
     /// with their sparse scores. `query` must have passed validation (see [`Index::search`]).
-    pub fn first_stage(&self, query: &Query, kappa: usize, stage: &FirstStage) -> Result<Vec<Scored>> {
+    pub fn first_stage(
+        &self,
+        query: &Query,
+        kappa: usize,
+        stage: &FirstStage,
+    ) -> Result<Vec<Scored>> {
         let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
         match stage {
             FirstStage::Exact => Ok(self.postings().search_exact(&terms, kappa)),

@@ -73,7 +73,9 @@ fn first_stage(index: &Index, request: &v1::SearchRequest) -> Result<FirstStage>
         heap_factor: request.heap_factor.unwrap_or(defaults.heap_factor),
     };
     match (v1::FirstStage::try_from(request.first_stage), defaults) {
-        (Ok(v1::FirstStage::Exact), _) | (Ok(v1::FirstStage::Unspecified), None) => Ok(FirstStage::Exact),
+        (Ok(v1::FirstStage::Exact), _) | (Ok(v1::FirstStage::Unspecified), None) => {
+            Ok(FirstStage::Exact)
+        }
         (Ok(v1::FirstStage::Unspecified | v1::FirstStage::Approximate), Some(defaults)) => {
             let knobs = knobs(defaults);
             knobs.validate()?;

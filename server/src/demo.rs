@@ -7,7 +7,6 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
-use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::format::files;
 use tandem_engine::synth::{generate, SynthConfig};
@@ -95,7 +94,7 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
         token_ids: false,
         out: out.clone(),
         overwrite: false,
-        approx: Some(ApproxSettings::default()),
+        approx: None,
     };
     let summary = build_index(&config, &NoProgress)?;
     tracing::info!(

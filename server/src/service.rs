@@ -124,7 +124,10 @@ impl Search for SearchService {
                 .approx
                 .as_ref()
                 .map_or(0, |a| saturate(a.query_defaults.query_cut)),
-            default_heap_factor: manifest.approx.as_ref().map_or(0.0, |a| a.query_defaults.heap_factor),
+            default_heap_factor: manifest
+                .approx
+                .as_ref()
+                .map_or(0.0, |a| a.query_defaults.heap_factor),
         }))
     }
 }

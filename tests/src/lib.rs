@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::synth::{generate, SynthConfig};
 use tandem_engine::Index;
@@ -82,12 +83,23 @@ pub struct SyntheticIndex {
 }
 
 /// Generates a small corpus (`docs` documents, `queries` queries, token vectors of `dim`) and
-/// builds its index.
+/// builds its index with the default approximate first stage too.
 pub fn synthetic_index(
     docs: usize,
     queries: usize,
     dim: usize,
     seed: u64,
+) -> anyhow::Result<SyntheticIndex> {
+    synthetic_index_with(docs, queries, dim, seed, Some(ApproxSettings::default()))
+}
+
+/// [`synthetic_index`] with the given approximate first stage (`None`: exact only).
+pub fn synthetic_index_with(
+    docs: usize,
+    queries: usize,
+    dim: usize,
+    seed: u64,
+    approx: Option<ApproxSettings>,
 ) -> anyhow::Result<SyntheticIndex> {
     let dir = tempfile::tempdir()?;
     let corpus = dir.path().join("corpus");
@@ -112,7 +124,7 @@ pub fn synthetic_index(
             token_ids: false,
             out: index.clone(),
             overwrite: false,
-            approx: Some(tandem_engine::approx::ApproxSettings::default()),
+            approx,
         },
         &NoProgress,
     )?;

@@ -48,29 +48,36 @@ pub struct ApproxArrays {
     pub block_doc_offsets: Vec<u64>,
     /// Documents of all blocks.
     pub block_docs: Vec<u32>,
-    /// First summary component of each block.
-    pub summary_offsets: Vec<u64>,
-    /// Summary term ids.
-    pub summary_terms: Vec<u16>,
-    /// Quantized summary values.
+    /// First summary key of each term (`vocab_size + 1`).
+    pub summary_term_offsets: Vec<u64>,
+    /// Summary keys: the component terms of a term's summaries, ascending per term.
+    pub summary_keys: Vec<u16>,
+    /// First entry of each key (`keys + 1`).
+    pub summary_key_offsets: Vec<u64>,
+    /// Entries: the block (index within its term) whose summary has the key's component.
+    pub summary_blocks: Vec<u32>,
+    /// Entries: the quantized component value.
     pub summary_values: Vec<u8>,
     /// Per-block scales.
     pub summary_scales: Vec<f32>,
 }
 
-/// One term's blocks, built independently of the others.
+/// One term's blocks, built independently of the others. Summary entries are
+/// `(component term, block index within the term, quantized value)`.
 #[derive(Default)]
 struct TermBlocks {
     block_sizes: Vec<u32>,
     docs: Vec<u32>,
-    summary_sizes: Vec<u32>,
-    summary_terms: Vec<u16>,
-    summary_values: Vec<u8>,
+    summary_entries: Vec<(u16, u32, u8)>,
     summary_scales: Vec<f32>,
 }
 
 /// Builds the approximate first stage; fails when the vocabulary does not fit 16-bit term ids.
-pub fn build(m: &SparseMatrices, vocab_size: usize, params: &ApproxBuildParams) -> Result<ApproxArrays> {
+pub fn build(
+    m: &SparseMatrices,
+    vocab_size: usize,
+    params: &ApproxBuildParams,
+) -> Result<ApproxArrays> {
     if vocab_size > usize::from(u16::MAX) + 1 {
         return Err(Error::bad_input(
             "--first-stage approx",
@@ -112,7 +119,11 @@ pub fn build(m: &SparseMatrices, vocab_size: usize, params: &ApproxBuildParams) 
         out.forward_offsets.push(out.forward_terms.len() as u64);
     }
     drop(rows);
-    let signatures = signatures(&out.forward_offsets, &out.forward_terms, &out.forward_weights);
+    let signatures = signatures(
+        &out.forward_offsets,
+        &out.forward_terms,
+        &out.forward_weights,
+    );
 
     let per_term: Vec<TermBlocks> = (0..vocab_size)
         .into_par_iter()
@@ -120,28 +131,48 @@ pub fn build(m: &SparseMatrices, vocab_size: usize, params: &ApproxBuildParams) 
             || vec![0f32; vocab_size],
             |dense, t| {
                 let range = m.post_offsets[t] as usize..m.post_offsets[t + 1] as usize;
-                term_blocks(&m.post_docs[range.clone()], &m.post_weights[range], &out, &signatures, params, dense)
+                term_blocks(
+                    &m.post_docs[range.clone()],
+                    &m.post_weights[range],
+                    &out,
+                    &signatures,
+                    params,
+                    dense,
+                )
             },
         )
         .collect();
 
     out.term_blocks.push(0);
     out.block_doc_offsets.push(0);
-    out.summary_offsets.push(0);
-    for term in per_term {
+    out.summary_term_offsets.push(0);
+    out.summary_key_offsets.push(0);
+    for mut term in per_term {
         for &size in &term.block_sizes {
             let last = *out.block_doc_offsets.last().unwrap_or(&0);
             out.block_doc_offsets.push(last + u64::from(size));
         }
-        for &size in &term.summary_sizes {
-            let last = *out.summary_offsets.last().unwrap_or(&0);
-            out.summary_offsets.push(last + u64::from(size));
-        }
         out.block_docs.extend_from_slice(&term.docs);
-        out.summary_terms.extend_from_slice(&term.summary_terms);
-        out.summary_values.extend_from_slice(&term.summary_values);
         out.summary_scales.extend_from_slice(&term.summary_scales);
         out.term_blocks.push(out.summary_scales.len() as u64);
+        // Transpose the term's summaries: component term → (block, value), blocks ascending.
+        term.summary_entries.sort_unstable();
+        for (i, &(key, block, value)) in term.summary_entries.iter().enumerate() {
+            if i == 0 || term.summary_entries[i - 1].0 != key {
+                if i > 0 {
+                    out.summary_key_offsets
+                        .push(out.summary_blocks.len() as u64);
+                }
+                out.summary_keys.push(key);
+            }
+            out.summary_blocks.push(block);
+            out.summary_values.push(value);
+        }
+        if !term.summary_entries.is_empty() {
+            out.summary_key_offsets
+                .push(out.summary_blocks.len() as u64);
+        }
+        out.summary_term_offsets.push(out.summary_keys.len() as u64);
     }
     Ok(out)
 }
@@ -152,7 +183,11 @@ fn signatures(offsets: &[u64], terms: &[u16], weights: &[f32]) -> Vec<Vec<(u16, 
         .into_par_iter()
         .map(|d| {
             let range = offsets[d] as usize..offsets[d + 1] as usize;
-            let mut row: Vec<(u16, f32)> = terms[range.clone()].iter().copied().zip(weights[range].iter().copied()).collect();
+            let mut row: Vec<(u16, f32)> = terms[range.clone()]
+                .iter()
+                .copied()
+                .zip(weights[range].iter().copied())
+                .collect();
             row.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             row.truncate(SIGNATURE_TERMS);
             row
@@ -177,9 +212,12 @@ fn term_blocks(
     kept.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     kept.truncate(params.n_postings);
 
-    let clusters = ((kept.len() as f64 * params.centroid_fraction as f64).round() as usize).clamp(1, kept.len());
+    let clusters = ((kept.len() as f64 * params.centroid_fraction as f64).round() as usize)
+        .clamp(1, kept.len());
     let step = kept.len() as f64 / clusters as f64;
-    let centroids: Vec<u32> = (0..clusters).map(|c| kept[(c as f64 * step) as usize].0).collect();
+    let centroids: Vec<u32> = (0..clusters)
+        .map(|c| kept[(c as f64 * step) as usize].0)
+        .collect();
     let assignment = assign(&kept, &centroids, signatures);
 
     let mut members: Vec<Vec<u32>> = vec![Vec::new(); clusters];
@@ -188,7 +226,15 @@ fn term_blocks(
     }
     for mut block in members.into_iter().filter(|m| !m.is_empty()) {
         block.sort_unstable();
-        summarize(&block, forward, params.summary_energy, dense, &mut blocks);
+        let index = blocks.block_sizes.len() as u32;
+        summarize(
+            &block,
+            index,
+            forward,
+            params.summary_energy,
+            dense,
+            &mut blocks,
+        );
         blocks.block_sizes.push(block.len() as u32);
         blocks.docs.extend_from_slice(&block);
     }
@@ -201,7 +247,8 @@ fn assign(kept: &[(u32, f32)], centroids: &[u32], signatures: &[Vec<(u16, f32)>]
         return vec![0; kept.len()];
     }
     // A small inverted index: signature term → (centroid, weight).
-    let mut by_term: std::collections::HashMap<u16, Vec<(u32, f32)>> = std::collections::HashMap::new();
+    let mut by_term: std::collections::HashMap<u16, Vec<(u32, f32)>> =
+        std::collections::HashMap::new();
     for (c, &doc) in centroids.iter().enumerate() {
         for &(t, w) in &signatures[doc as usize] {
             by_term.entry(t).or_default().push((c as u32, w));
@@ -239,12 +286,23 @@ fn assign(kept: &[(u32, f32)], centroids: &[u32], signatures: &[Vec<(u16, f32)>]
         .collect()
 }
 
-/// Appends the summary of `block` (documents ascending) to `out`.
-fn summarize(block: &[u32], forward: &ApproxArrays, energy: f32, dense: &mut [f32], out: &mut TermBlocks) {
+/// Appends the summary of `block` (documents ascending; `index` within its term) to `out`.
+fn summarize(
+    block: &[u32],
+    index: u32,
+    forward: &ApproxArrays,
+    energy: f32,
+    dense: &mut [f32],
+    out: &mut TermBlocks,
+) {
     let mut touched: Vec<u16> = Vec::new();
     for &doc in block {
-        let range = forward.forward_offsets[doc as usize] as usize..forward.forward_offsets[doc as usize + 1] as usize;
-        for (&t, &w) in forward.forward_terms[range.clone()].iter().zip(&forward.forward_weights[range]) {
+        let range = forward.forward_offsets[doc as usize] as usize
+            ..forward.forward_offsets[doc as usize + 1] as usize;
+        for (&t, &w) in forward.forward_terms[range.clone()]
+            .iter()
+            .zip(&forward.forward_weights[range])
+        {
             let slot = &mut dense[t as usize];
             if *slot == 0.0 {
                 touched.push(t);
@@ -270,13 +328,11 @@ fn summarize(block: &[u32], forward: &ApproxArrays, energy: f32, dense: &mut [f3
         }
     }
     components.truncate(keep.max(1));
-    components.sort_unstable_by_key(|c| c.0);
     let max = components.iter().map(|c| c.1).fold(0f32, f32::max);
     let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
     for &(t, w) in &components {
-        out.summary_terms.push(t);
-        out.summary_values.push((w / scale).ceil().clamp(0.0, 255.0) as u8);
+        let value = (w / scale).ceil().clamp(1.0, 255.0) as u8;
+        out.summary_entries.push((t, index, value));
     }
-    out.summary_sizes.push(components.len() as u32);
     out.summary_scales.push(scale);
 }

@@ -9,11 +9,15 @@
 //!   its documents' vectors, cut to the components holding `summary_energy` of its L1 mass and
 //!   quantized to `u8` with a per-block scale (rounded up, so an unpruned summary bounds every
 //!   document of the block from above).
+//! - **Summaries transposed**: a term's block summaries are stored as a small inverted index
+//!   (component term → blocks, values), so a block's bound ⟨query, summary⟩ costs work only for
+//!   the summary components the query has, not for every component.
 //! - **Query time** ([`ApproxIndex::search`]): only the `query_cut` heaviest query terms are
-//!   walked. For each of their blocks, once `kappa` documents are held, the block is skipped when
-//!   `⟨query, summary⟩ × heap_factor` is below the current `kappa`-th score; otherwise every
-//!   document of the block not yet seen is scored **exactly** against the full query through the
-//!   forward index. Returned scores are therefore real sparse scores.
+//!   walked. The bounds of all their blocks are computed first (over *all* query terms); blocks
+//!   are then visited by decreasing bound, and the walk stops at the first block whose
+//!   `bound × heap_factor` is below the current `kappa`-th score. Every document of a visited
+//!   block not seen yet is scored **exactly** against the full query through the forward
+//!   index, so returned scores are real sparse scores.
 //!
 //! `heap_factor` ∈ (0, 1]: 1 skips only blocks whose (approximate) bound cannot enter; smaller
 //! values skip more.
@@ -101,31 +105,38 @@ pub mod files {
     pub const FORWARD_TERMS: &str = "forward.terms";
     /// Weights parallel to `forward.terms` (`f32`).
     pub const FORWARD_WEIGHTS: &str = "forward.weights";
-    /// First block of each term (`u64`, vocab_size + 1).
+    /// First block of each term (`u64`, vocab_size + 1); a term's blocks are contiguous.
     pub const TERM_BLOCKS: &str = "blocks.by_term";
     /// First document of each block (`u64`, blocks + 1).
-    pub const BLOCK_DOC_OFFSETS: &str = "blocks.doc_offsets";
+    pub const BLOCK_DOC_OFFSETS: &str = "blocks.offsets";
     /// Documents of all blocks (`u32`), ascending within a block.
     pub const BLOCK_DOCS: &str = "blocks.docs";
-    /// First summary component of each block (`u64`, blocks + 1).
-    pub const SUMMARY_OFFSETS: &str = "summary.offsets";
-    /// Term ids of summary components (`u16`).
-    pub const SUMMARY_TERMS: &str = "summary.terms";
-    /// Quantized summary values (`u8`); value = q × the block's scale.
-    pub const SUMMARY_VALUES: &str = "summary.values";
-    /// Per-block dequantization scale (`f32`).
-    pub const SUMMARY_SCALES: &str = "summary.scales";
+    /// First summary key of each term (`u64`, vocab_size + 1).
+    pub const SUMMARY_TERM_OFFSETS: &str = "sum.term_offsets";
+    /// Summary keys (`u16`): for each term, the component terms present in its blocks'
+    /// summaries, ascending.
+    pub const SUMMARY_KEYS: &str = "sum.keys";
+    /// First entry of each key (`u64`, keys + 1).
+    pub const SUMMARY_KEY_OFFSETS: &str = "sum.key_offsets";
+    /// Entries (`u32`): the block, numbered within its term, whose summary has the key.
+    pub const SUMMARY_BLOCKS: &str = "sum.blocks";
+    /// Entries (`u8`): the quantized value; value × the block's scale ≥ the true maximum.
+    pub const SUMMARY_VALUES: &str = "sum.values";
+    /// Per-block dequantization scale (`f32`, blocks).
+    pub const SUMMARY_SCALES: &str = "sum.scales";
 
     /// Every file of the approximate first stage.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         FORWARD_OFFSETS,
         FORWARD_TERMS,
         FORWARD_WEIGHTS,
         TERM_BLOCKS,
         BLOCK_DOC_OFFSETS,
         BLOCK_DOCS,
-        SUMMARY_OFFSETS,
-        SUMMARY_TERMS,
+        SUMMARY_TERM_OFFSETS,
+        SUMMARY_KEYS,
+        SUMMARY_KEY_OFFSETS,
+        SUMMARY_BLOCKS,
         SUMMARY_VALUES,
         SUMMARY_SCALES,
     ];
@@ -139,8 +150,10 @@ pub struct ApproxIndex {
     term_blocks: ArrayFile<u64>,
     block_doc_offsets: ArrayFile<u64>,
     block_docs: ArrayFile<u32>,
-    summary_offsets: ArrayFile<u64>,
-    summary_terms: ArrayFile<u16>,
+    summary_term_offsets: ArrayFile<u64>,
+    summary_keys: ArrayFile<u16>,
+    summary_key_offsets: ArrayFile<u64>,
+    summary_blocks: ArrayFile<u32>,
     summary_values: ArrayFile<u8>,
     summary_scales: ArrayFile<f32>,
     vocab_size: usize,
@@ -154,6 +167,8 @@ struct Scratch {
     dense: Vec<f32>,
     stamps: Vec<u32>,
     generation: u32,
+    bounds: Vec<f32>,
+    blocks: Vec<(f32, u32)>,
 }
 
 thread_local! {
@@ -170,7 +185,10 @@ fn check_offsets(path: &Path, offsets: &[u64], len: usize, total: usize, what: &
     } else {
         Err(Error::corrupt(
             path,
-            format!("{what}: expected {} ascending offsets from 0 to {total}", len + 1),
+            format!(
+                "{what}: expected {} ascending offsets from 0 to {total}",
+                len + 1
+            ),
         ))
     }
 }
@@ -179,51 +197,114 @@ impl ApproxIndex {
     /// Opens the approximate first stage of `dir` and checks every invariant the search relies
     /// on (offsets in range and ascending, ids below their bounds).
     pub fn open(dir: &Path, vocab_size: usize, doc_count: usize) -> Result<ApproxIndex> {
-        let open_u64 = |name: &str| ArrayFile::<u64>::open(&dir.join(name), name);
-        let open_u16 = |name: &str| ArrayFile::<u16>::open(&dir.join(name), name);
+        fn open<T: crate::format::array::Element>(dir: &Path, name: &str) -> Result<ArrayFile<T>> {
+            ArrayFile::open(&dir.join(name), name)
+        }
         let index = ApproxIndex {
-            forward_offsets: open_u64(files::FORWARD_OFFSETS)?,
-            forward_terms: open_u16(files::FORWARD_TERMS)?,
-            forward_weights: ArrayFile::open(&dir.join(files::FORWARD_WEIGHTS), files::FORWARD_WEIGHTS)?,
-            term_blocks: open_u64(files::TERM_BLOCKS)?,
-            block_doc_offsets: open_u64(files::BLOCK_DOC_OFFSETS)?,
-            block_docs: ArrayFile::open(&dir.join(files::BLOCK_DOCS), files::BLOCK_DOCS)?,
-            summary_offsets: open_u64(files::SUMMARY_OFFSETS)?,
-            summary_terms: open_u16(files::SUMMARY_TERMS)?,
-            summary_values: ArrayFile::open(&dir.join(files::SUMMARY_VALUES), files::SUMMARY_VALUES)?,
-            summary_scales: ArrayFile::open(&dir.join(files::SUMMARY_SCALES), files::SUMMARY_SCALES)?,
+            forward_offsets: open(dir, files::FORWARD_OFFSETS)?,
+            forward_terms: open(dir, files::FORWARD_TERMS)?,
+            forward_weights: open(dir, files::FORWARD_WEIGHTS)?,
+            term_blocks: open(dir, files::TERM_BLOCKS)?,
+            block_doc_offsets: open(dir, files::BLOCK_DOC_OFFSETS)?,
+            block_docs: open(dir, files::BLOCK_DOCS)?,
+            summary_term_offsets: open(dir, files::SUMMARY_TERM_OFFSETS)?,
+            summary_keys: open(dir, files::SUMMARY_KEYS)?,
+            summary_key_offsets: open(dir, files::SUMMARY_KEY_OFFSETS)?,
+            summary_blocks: open(dir, files::SUMMARY_BLOCKS)?,
+            summary_values: open(dir, files::SUMMARY_VALUES)?,
+            summary_scales: open(dir, files::SUMMARY_SCALES)?,
             vocab_size,
             doc_count,
         };
         let path = |name: &str| dir.join(name);
         let postings = index.forward_terms.len();
-        check_offsets(&path(files::FORWARD_OFFSETS), index.forward_offsets.as_slice(), doc_count, postings, "forward index")?;
+        check_offsets(
+            &path(files::FORWARD_OFFSETS),
+            index.forward_offsets.as_slice(),
+            doc_count,
+            postings,
+            "forward index",
+        )?;
         if index.forward_weights.len() != postings {
-            return Err(Error::corrupt(path(files::FORWARD_WEIGHTS), "length differs from forward.terms"));
+            return Err(Error::corrupt(
+                path(files::FORWARD_WEIGHTS),
+                "length differs from forward.terms",
+            ));
         }
-        if index.forward_terms.as_slice().iter().any(|&t| t as usize >= vocab_size) {
-            return Err(Error::corrupt(path(files::FORWARD_TERMS), "a term id is past the vocabulary"));
+        let blocks = index.summary_scales.len();
+        check_offsets(
+            &path(files::TERM_BLOCKS),
+            index.term_blocks.as_slice(),
+            vocab_size,
+            blocks,
+            "blocks by term",
+        )?;
+        check_offsets(
+            &path(files::BLOCK_DOC_OFFSETS),
+            index.block_doc_offsets.as_slice(),
+            blocks,
+            index.block_docs.len(),
+            "block documents",
+        )?;
+        let keys = index.summary_keys.len();
+        check_offsets(
+            &path(files::SUMMARY_TERM_OFFSETS),
+            index.summary_term_offsets.as_slice(),
+            vocab_size,
+            keys,
+            "summary keys",
+        )?;
+        let entries = index.summary_blocks.len();
+        check_offsets(
+            &path(files::SUMMARY_KEY_OFFSETS),
+            index.summary_key_offsets.as_slice(),
+            keys,
+            entries,
+            "summary entries",
+        )?;
+        if index.summary_values.len() != entries {
+            return Err(Error::corrupt(
+                path(files::SUMMARY_VALUES),
+                "length differs from sum.blocks",
+            ));
         }
-        let blocks = index.block_doc_offsets.len().saturating_sub(1);
-        check_offsets(&path(files::TERM_BLOCKS), index.term_blocks.as_slice(), vocab_size, blocks, "blocks by term")?;
-        check_offsets(&path(files::BLOCK_DOC_OFFSETS), index.block_doc_offsets.as_slice(), blocks, index.block_docs.len(), "block documents")?;
-        if index.block_docs.as_slice().iter().any(|&d| d as usize >= doc_count) {
-            return Err(Error::corrupt(path(files::BLOCK_DOCS), "a document id is past the end"));
+        let too_big = |values: &[u16]| values.iter().any(|&t| t as usize >= vocab_size);
+        if too_big(index.forward_terms.as_slice()) || too_big(index.summary_keys.as_slice()) {
+            return Err(Error::corrupt(
+                path(files::FORWARD_TERMS),
+                "a term id is past the vocabulary",
+            ));
         }
-        let components = index.summary_terms.len();
-        check_offsets(&path(files::SUMMARY_OFFSETS), index.summary_offsets.as_slice(), blocks, components, "summaries")?;
-        if index.summary_values.len() != components || index.summary_scales.len() != blocks {
-            return Err(Error::corrupt(path(files::SUMMARY_VALUES), "summary arrays disagree in length"));
+        if index
+            .block_docs
+            .as_slice()
+            .iter()
+            .any(|&d| d as usize >= doc_count)
+        {
+            return Err(Error::corrupt(
+                path(files::BLOCK_DOCS),
+                "a document id is past the end",
+            ));
         }
-        if index.summary_terms.as_slice().iter().any(|&t| t as usize >= vocab_size) {
-            return Err(Error::corrupt(path(files::SUMMARY_TERMS), "a term id is past the vocabulary"));
+        // Each term's summary entries must name blocks of that term.
+        let term_blocks = index.term_blocks.as_slice();
+        let term_keys = index.summary_term_offsets.as_slice();
+        let key_entries = index.summary_key_offsets.as_slice();
+        for t in 0..vocab_size {
+            let term_block_count = term_blocks[t + 1] - term_blocks[t];
+            let entries = key_entries[term_keys[t] as usize] as usize
+                ..key_entries[term_keys[t + 1] as usize] as usize;
+            if index.summary_blocks.as_slice()[entries]
+                .iter()
+                .any(|&b| u64::from(b) >= term_block_count)
+            {
+                return Err(Error::corrupt(
+                    path(files::SUMMARY_BLOCKS),
+                    format!("term {t} names a block it does not have"),
+                ));
+            }
         }
         Ok(index)
-    }
-
-    /// Number of blocks over all terms.
-    pub fn block_count(&self) -> usize {
-        self.summary_scales.len()
     }
 
     fn range(offsets: &[u64], i: usize) -> std::ops::Range<usize> {
@@ -232,14 +313,25 @@ impl ApproxIndex {
 
     /// The approximate top `kappa` documents for `query` (distinct term ids below the vocabulary
     /// size, finite weights ≥ 0), best first, with their exact sparse scores.
-    pub fn search(&self, query: &[(u32, f32)], kappa: usize, params: &ApproxQueryParams) -> Vec<Scored> {
+    pub fn search(
+        &self,
+        query: &[(u32, f32)],
+        kappa: usize,
+        params: &ApproxQueryParams,
+    ) -> Vec<Scored> {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             self.search_with(&mut scratch, query, kappa, params)
         })
     }
 
-    fn search_with(&self, scratch: &mut Scratch, query: &[(u32, f32)], kappa: usize, params: &ApproxQueryParams) -> Vec<Scored> {
+    fn search_with(
+        &self,
+        scratch: &mut Scratch,
+        query: &[(u32, f32)],
+        kappa: usize,
+        params: &ApproxQueryParams,
+    ) -> Vec<Scored> {
         if scratch.dense.len() != self.vocab_size {
             scratch.dense = vec![0.0; self.vocab_size];
         }
@@ -260,37 +352,77 @@ impl ApproxIndex {
         walked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         walked.truncate(params.query_cut);
 
-        let Scratch { dense, stamps, .. } = scratch;
+        let mut sorted: Vec<(u32, f32)> = query.iter().copied().filter(|t| t.1 > 0.0).collect();
+        sorted.sort_unstable_by_key(|t| t.0);
+
+        let Scratch {
+            dense,
+            stamps,
+            bounds,
+            blocks,
+            ..
+        } = scratch;
         let dense: &[f32] = dense;
         let term_blocks = self.term_blocks.as_slice();
+        let term_keys = self.summary_term_offsets.as_slice();
+        let keys = self.summary_keys.as_slice();
+        let key_entries = self.summary_key_offsets.as_slice();
+        let entry_blocks = self.summary_blocks.as_slice();
+        let entry_values = self.summary_values.as_slice();
+        let scales = self.summary_scales.as_slice();
+
+        // 1. Bounds of every block of the walked terms: ⟨query, summary⟩ over all query terms,
+        //    through each term's transposed summaries (work ∝ entries matching the query).
+        blocks.clear();
+        for &(term, _) in &walked {
+            let first_block = term_blocks[term as usize] as usize;
+            let block_count = term_blocks[term as usize + 1] as usize - first_block;
+            bounds.clear();
+            bounds.resize(block_count, 0.0);
+            let mut term_keys_left =
+                &keys[term_keys[term as usize] as usize..term_keys[term as usize + 1] as usize];
+            let mut key_base = term_keys[term as usize] as usize;
+            for &(s, weight) in &sorted {
+                // Query terms ascend, so each search continues where the last one stopped.
+                let (found, at) = match term_keys_left.binary_search(&(s as u16)) {
+                    Ok(at) => (true, at),
+                    Err(at) => (false, at),
+                };
+                key_base += at;
+                term_keys_left = &term_keys_left[at..];
+                if found {
+                    for e in key_entries[key_base] as usize..key_entries[key_base + 1] as usize {
+                        bounds[entry_blocks[e] as usize] += weight * f32::from(entry_values[e]);
+                    }
+                }
+            }
+            for (local, &bound) in bounds.iter().enumerate() {
+                if bound > 0.0 {
+                    let block = first_block + local;
+                    blocks.push((bound * scales[block], block as u32));
+                }
+            }
+        }
+
+        // 2. Visit blocks by decreasing bound; stop once a bound cannot enter the top kappa.
+        blocks.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let block_doc_offsets = self.block_doc_offsets.as_slice();
         let block_docs = self.block_docs.as_slice();
-        let summary_offsets = self.summary_offsets.as_slice();
-        let summary_terms = self.summary_terms.as_slice();
-        let summary_values = self.summary_values.as_slice();
-        let summary_scales = self.summary_scales.as_slice();
         let mut top = TopK::new(kappa);
-        for &(term, _) in &walked {
-            for block in Self::range(term_blocks, term as usize) {
-                if let Some(threshold) = top.threshold() {
-                    let components = Self::range(summary_offsets, block);
-                    let mut bound = 0f32;
-                    for (&t, &v) in summary_terms[components.clone()].iter().zip(&summary_values[components]) {
-                        bound += dense[t as usize] * v as f32;
-                    }
-                    if bound * summary_scales[block] * params.heap_factor < threshold {
-                        continue;
-                    }
+        for &(bound, block) in blocks.iter() {
+            if let Some(threshold) = top.threshold() {
+                if bound * params.heap_factor < threshold {
+                    break;
                 }
-                for &doc in &block_docs[Self::range(block_doc_offsets, block)] {
-                    let stamp = &mut stamps[doc as usize];
-                    if *stamp == generation {
-                        continue;
-                    }
-                    *stamp = generation;
-                    let score = self.score(dense, doc);
-                    top.push(Scored { id: doc, score });
+            }
+            for &doc in &block_docs[Self::range(block_doc_offsets, block as usize)] {
+                let stamp = &mut stamps[doc as usize];
+                if *stamp == generation {
+                    continue;
                 }
+                *stamp = generation;
+                let score = self.score(dense, doc);
+                top.push(Scored { id: doc, score });
             }
         }
         for &(term, _) in query {

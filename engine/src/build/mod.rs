@@ -3,15 +3,15 @@
 pub mod docs;
 pub mod vectors;
 
+use crate::approx::build::{build as build_approx, SparseMatrices};
+use crate::approx::{self, ApproxSettings};
 use crate::error::{Error, Result};
 use crate::format::array::{write_array, Element};
+use crate::format::manifest::ApproxManifest;
 use crate::format::manifest::Manifest;
 use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
-use crate::approx::build::{build as build_approx, SparseMatrices};
-use crate::approx::{self, ApproxSettings};
-use crate::format::manifest::ApproxManifest;
 use crate::npy::{row_offsets, NpyArray};
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
@@ -289,8 +289,10 @@ fn write_approx(staging: &mut StagingDir, a: &approx::build::ApproxArrays) -> Re
     put(staging, f::TERM_BLOCKS, &a.term_blocks)?;
     put(staging, f::BLOCK_DOC_OFFSETS, &a.block_doc_offsets)?;
     put(staging, f::BLOCK_DOCS, &a.block_docs)?;
-    put(staging, f::SUMMARY_OFFSETS, &a.summary_offsets)?;
-    put(staging, f::SUMMARY_TERMS, &a.summary_terms)?;
+    put(staging, f::SUMMARY_TERM_OFFSETS, &a.summary_term_offsets)?;
+    put(staging, f::SUMMARY_KEYS, &a.summary_keys)?;
+    put(staging, f::SUMMARY_KEY_OFFSETS, &a.summary_key_offsets)?;
+    put(staging, f::SUMMARY_BLOCKS, &a.summary_blocks)?;
     put(staging, f::SUMMARY_VALUES, &a.summary_values)?;
     put(staging, f::SUMMARY_SCALES, &a.summary_scales)
 }

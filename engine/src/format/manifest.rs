@@ -1,8 +1,8 @@
 //! `manifest.json`: format version, counts, build parameters, and a checksum per file.
 
+use crate::approx::{ApproxBuildParams, ApproxQueryParams};
 use crate::error::{Error, Result};
 use crate::format::array::WrittenFile;
-use crate::approx::{ApproxBuildParams, ApproxQueryParams};
 use crate::format::FORMAT_VERSION;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

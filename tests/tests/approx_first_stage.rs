@@ -1,0 +1,176 @@
+//! The approximate first stage against the exact one: its scores are real sparse scores, it
+//! equals exact search when nothing is pruned, and the server exposes its knobs.
+
+use tandem_client::queries::{QueryKnobs, QuerySet};
+use tandem_client::TandemClient;
+use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
+use tandem_engine::pipeline::FirstStage;
+use tandem_engine::{Index, Query};
+use tandem_proto::v1::FirstStage as WireFirstStage;
+use tandem_server::config::ServeOptions;
+use tandem_tests::{synthetic_index_with, TestServer};
+use tonic::Code;
+
+fn queries(index: &Index, corpus: &std::path::Path) -> Vec<Query> {
+    let set = QuerySet::load(&corpus.join("queries.jsonl"), None, None).unwrap();
+    set.records
+        .iter()
+        .map(|r| {
+            let mut terms: Vec<(u32, f32)> = r
+                .terms
+                .iter()
+                .map(|(t, w)| (index.term_id(t).unwrap(), *w))
+                .collect();
+            terms.sort_unstable_by_key(|t| t.0);
+            Query {
+                terms,
+                vectors: None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn unpruned_approximate_search_equals_exact_search() {
+    // Full summaries, every posting kept, every query term walked, heap_factor 1: the block
+    // bounds are true upper bounds, so nothing that belongs in the top kappa can be skipped.
+    let settings = ApproxSettings {
+        build: ApproxBuildParams {
+            n_postings: 1_000_000,
+            centroid_fraction: 0.2,
+            summary_energy: 1.0,
+        },
+        query_defaults: ApproxQueryParams::default(),
+    };
+    let synth = synthetic_index_with(1500, 30, 8, 21, Some(settings)).unwrap();
+    let index = Index::open(&synth.index).unwrap();
+    let knobs = FirstStage::Approx(ApproxQueryParams {
+        query_cut: 1000,
+        heap_factor: 1.0,
+    });
+    for (i, query) in queries(&index, &synth.corpus).iter().enumerate() {
+        for kappa in [10, 50] {
+            let exact = index.first_stage(query, kappa, &FirstStage::Exact).unwrap();
+            let approx = index.first_stage(query, kappa, &knobs).unwrap();
+            assert_eq!(approx.len(), exact.len(), "query {i}");
+            for (a, e) in approx.iter().zip(&exact) {
+                // Same ranking up to float rounding of near-ties: equal scores at each rank.
+                assert!(
+                    (a.score - e.score).abs() <= 1e-4 * e.score.abs().max(1.0),
+                    "query {i}: {a:?} vs {e:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn approximate_scores_are_real_sparse_scores() {
+    let synth = synthetic_index_with(2000, 30, 8, 5, Some(ApproxSettings::default())).unwrap();
+    let index = Index::open(&synth.index).unwrap();
+    let exact_all = |q: &Query| index.first_stage(q, 100_000, &FirstStage::Exact).unwrap();
+    let mut total_overlap = 0.0;
+    let queries = queries(&index, &synth.corpus);
+    for (i, query) in queries.iter().enumerate() {
+        let all = exact_all(query);
+        let approx = index
+            .first_stage(query, 10, &index.default_first_stage())
+            .unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for (rank, hit) in approx.iter().enumerate() {
+            assert!(seen.insert(hit.id), "query {i}: document {} twice", hit.id);
+            let truth = all
+                .iter()
+                .find(|e| e.id == hit.id)
+                .expect("a returned document matches the query");
+            assert!(
+                (hit.score - truth.score).abs() <= 1e-4 * truth.score.max(1.0),
+                "query {i}"
+            );
+            if rank > 0 {
+                assert!(approx[rank - 1].score >= hit.score, "query {i}: not sorted");
+            }
+        }
+        let top10: Vec<u32> = all.iter().take(10).map(|e| e.id).collect();
+        total_overlap +=
+            approx.iter().filter(|h| top10.contains(&h.id)).count() as f64 / top10.len() as f64;
+    }
+    let accuracy = total_overlap / queries.len() as f64;
+    assert!(
+        accuracy > 0.5,
+        "default knobs find only {accuracy:.3} of the exact top 10"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_applies_first_stage_knobs_and_refuses_bad_ones() {
+    let synth = synthetic_index_with(600, 4, 8, 9, Some(ApproxSettings::default())).unwrap();
+    let exact_only = synthetic_index_with(300, 2, 8, 9, None).unwrap();
+    let set = QuerySet::load(
+        &synth.corpus.join("queries.jsonl"),
+        Some(&synth.corpus.join("query_vectors.npy")),
+        Some(&synth.corpus.join("query_lens.npy")),
+    )
+    .unwrap();
+    let server = TestServer::start(&synth.index, ServeOptions::default())
+        .await
+        .unwrap();
+    let mut client = TandemClient::connect(&server.url).await.unwrap();
+    let info = client.index_info().await.unwrap();
+    assert_eq!(info.default_first_stage, "approximate");
+
+    let request = |first_stage, query_cut, heap_factor| {
+        set.request(
+            0,
+            &QueryKnobs {
+                first_stage,
+                query_cut,
+                heap_factor,
+                ..QueryKnobs::default()
+            },
+        )
+    };
+    let exact = client
+        .search(request(WireFirstStage::Exact, None, None))
+        .await
+        .unwrap();
+    let wide = client
+        .search(request(WireFirstStage::Approximate, Some(1000), Some(1.0)))
+        .await
+        .unwrap();
+    assert_eq!(exact.hits.len(), wide.hits.len());
+    for bad in [
+        request(WireFirstStage::Approximate, Some(0), None),
+        request(WireFirstStage::Approximate, None, Some(1.5)),
+        request(WireFirstStage::Approximate, None, Some(f32::NAN)),
+    ] {
+        let status = client.search(bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("query_cut") || status.message().contains("heap_factor"),
+            "{}",
+            status.message()
+        );
+    }
+    server.stop().await.unwrap();
+
+    let server = TestServer::start(&exact_only.index, ServeOptions::default())
+        .await
+        .unwrap();
+    let mut client = TandemClient::connect(&server.url).await.unwrap();
+    assert_eq!(
+        client.index_info().await.unwrap().default_first_stage,
+        "exact"
+    );
+    let status = client
+        .search(request(WireFirstStage::Approximate, None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("first_stage"),
+        "{}",
+        status.message()
+    );
+    server.stop().await.unwrap();
+}
