@@ -5,7 +5,7 @@ Usage (normally through benches/compare-seismic.sh, which also builds everything
 
     python benches/compare_seismic.py --docs D.jsonl --queries Q.jsonl \
         --tandem-index DIR --tandem-bench target/release/tandem-bench --out report.json \
-        [--targets 0.90,0.95,0.97] [--seismic-build-args n_postings=3500,summary_energy=0.4] \
+        [--targets 0.90,0.95,0.97] [--seismic-build-args n_postings=300,centroid_fraction=0.2 ...] \
         [--work-dir target/seismic-work] [--repeats 3] [--pin-cpu N] \
         [--seismic-grid 'query_cut=5,10;heap_factor=0.9,0.8'] [--tandem-grid '...']
 
@@ -36,6 +36,11 @@ What is measured
     collection is off while timing. Also reported: one `batch_search(num_threads=1)` pass, wall
     time / queries (the binding's per-call overhead is the difference), and the 1-minute load
     average before timing (another busy process on a 2-core machine skews everything).
+    A configuration whose timed passes got less than --min-cpu-share (0.95) of the wall time as
+    CPU time (i.e. it was descheduled) is re-timed up to --retries (2) times; the attempt with the
+    highest share is kept. The same rule applies to a tandem-bench run if its JSON has a
+    `cpu_over_wall` key for its timed phase (otherwise it runs once; the whole child process's
+    CPU/wall share is recorded as a rough check).
   * tandem latency: `tandem-bench first-stage --index DIR --queries Q --k 10 --threads 1
     --json FILE --query-cut N --heap-factor F` per grid point; its JSON gives mean_us, p50_us,
     p99_us and accuracy_at_10.
@@ -52,8 +57,16 @@ Single thread
   changes the numbers a lot on some VMs, so compare only runs made the same way; the report
   records which.
 
-The Seismic index is built in a child process (all cores, unless --seismic-build-threads) and
-cached under the work dir, keyed by the documents file and the build arguments.
+Seismic build parameters
+  The Seismic index is built in a child process (all cores, unless --seismic-build-threads) and
+  cached under the work dir, keyed by the documents file, the build arguments and the
+  pyseismic-lsr version. The library's defaults (n_postings=3500, centroid_fraction=0.1,
+  summary_energy=0.4) are meant for MS MARCO-sized collections; centroid_fraction is a fraction
+  of n_postings, so on a small corpus they make tiny blocks and huge summaries. Give
+  --seismic-build-args several times to let Seismic's best build win each target; on scifact
+  (5,183 documents) n_postings=300,centroid_fraction=0.2,summary_energy=0.5 was ~1.5-1.8x faster
+  than the defaults at the same accuracy. For ~1M documents try n_postings in the hundreds to a
+  few thousand (Seismic's guidelines: 3000-6000 for MS MARCO's 8.8M passages).
 
 Dependencies: the Python standard library, numpy and pyseismic-lsr only.
 """
@@ -388,6 +401,7 @@ def seismic_sweep(args, index_path, queries, acc, grid, targets):
     t0 = time.perf_counter()
     index = seismic.SeismicIndex.load(index_path)
     load_s = time.perf_counter() - t0
+    # RSS growth is only meaningful for the first build loaded (freed memory is reused).
     loaded = {"load_seconds": round(load_s, 3), "rss_after_load_mib": round(rss_mib(), 1),
               "rss_delta_mib": round(rss_mib() - rss0, 1)}
     prepared = [(qid, np.array(toks, dtype=string_type), vals) for qid, toks, vals in queries]
@@ -422,10 +436,7 @@ def seismic_sweep(args, index_path, queries, acc, grid, targets):
         gc.enable()
 
     # Phase 2: time the configurations that can be the fastest for some target (see frontier()).
-    for row in sweep:
-        if not (args.time_all or frontier(row, sweep, targets)):
-            continue
-        qc, hf, srt = row["query_cut"], row["heap_factor"], row["sorted"]
+    def timed(qc, hf, srt):
         gc.disable()
         try:
             timings = []
@@ -434,16 +445,16 @@ def seismic_sweep(args, index_path, queries, acc, grid, targets):
             for _ in range(args.repeats):
                 one_pass(qc, hf, srt, timings)
             w1, c1 = time.perf_counter(), time.process_time()
-            us = np.array(timings, np.float64) / 1000.0
             # The same queries through batch_search on Seismic's (one-worker) Rayon pool.
             bw0, bc0 = time.perf_counter(), time.process_time()
             bres = index.batch_search(batch_ids, batch_comps, batch_vals, K, qc, hf, 0, srt, 1)
             bw1, bc1 = time.perf_counter(), time.process_time()
         finally:
             gc.enable()
+        us = np.array(timings, np.float64) / 1000.0
         # batch_search returns each query's hits together but not in query order: match by id.
         bmap = {hits[0][0]: [doc for _, _, doc in hits] for hits in bres if hits}
-        row.update({
+        return {
             "timed": True, "samples": int(us.size),
             "mean_us": round(float(us.mean()), 2),
             "p50_us": round(float(np.percentile(us, 50)), 2),
@@ -453,7 +464,17 @@ def seismic_sweep(args, index_path, queries, acc, grid, targets):
             "batch_mean_us": round((bw1 - bw0) * 1e6 / len(prepared), 2),
             "batch_cpu_over_wall": round((bc1 - bc0) / (bw1 - bw0), 3),
             "batch_accuracy_at_10": round(acc.score(bmap)[0], 4),
-        })
+        }
+
+    for row in sweep:
+        if not (args.time_all or frontier(row, sweep, targets)):
+            continue
+        attempts = []
+        while len(attempts) <= args.retries:
+            attempts.append(timed(row["query_cut"], row["heap_factor"], row["sorted"]))
+            if attempts[-1]["cpu_over_wall"] >= args.min_cpu_share:
+                break
+        row.update(max(attempts, key=lambda a: a["cpu_over_wall"]), attempts=len(attempts))
         log("seismic timed " + " ".join(f"{k}={v}" for k, v in row.items()))
     return sweep, loaded
 
@@ -470,31 +491,41 @@ def tandem_sweep(args, grid, pin):
         for axis, value in p.items():
             cmd += [TANDEM_FLAGS[axis], str(value)]
         cmd += args.tandem_extra_args
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None)
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            sys.exit(f"tandem-bench failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                     f"{proc.stderr[-3000:]}")
-        with open(out_json) as f:
-            rep = json.load(f)
+        attempts = []
+        while len(attempts) <= args.retries:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None)
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                sys.exit(f"tandem-bench failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                         f"{proc.stderr[-3000:]}")
+            with open(out_json) as f:
+                rep = json.load(f)
+            missing = [k for k in ("mean_us", "p50_us", "p99_us", "accuracy_at_10") if k not in rep]
+            if missing:
+                sys.exit(f"tandem-bench JSON lacks {missing}: {rep}")
+            row = dict(p)
+            row.update({k: rep[k] for k in ("accuracy_at_10", "mean_us", "p50_us", "p99_us")})
+            row.update({
+                "timed": True,
+                # Whole process (index load + its exact search + the timed runs): a rough check
+                # only; a share well below 1 means the machine was busy.
+                "process_wall_seconds": round(wall, 3),
+                "process_cpu_over_wall": round(((after.ru_utime + after.ru_stime)
+                                                - (before.ru_utime + before.ru_stime)) / wall, 3),
+                "bench_json": rep,
+            })
+            attempts.append(row)
+            # Re-time only if tandem-bench reports the CPU share of its timed phase itself (the
+            # child's whole-process share also covers index loading, which may wait on I/O).
+            if rep.get("cpu_over_wall", 1.0) >= args.min_cpu_share:
+                break
         os.unlink(out_json)
-        missing = [k for k in ("mean_us", "p50_us", "p99_us", "accuracy_at_10") if k not in rep]
-        if missing:
-            sys.exit(f"tandem-bench JSON lacks {missing}: {rep}")
-        row = dict(p)
-        row.update({k: rep[k] for k in ("accuracy_at_10", "mean_us", "p50_us", "p99_us")})
-        row.update({
-            "timed": True,
-            # Whole process (index load + its exact search + the timed runs): a rough check only.
-            "process_wall_seconds": round(wall, 3),
-            "process_cpu_over_wall": round(((after.ru_utime + after.ru_stime)
-                                            - (before.ru_utime + before.ru_stime)) / wall, 3),
-            "bench_json": rep,
-        })
+        row = max(attempts, key=lambda a: a["bench_json"].get("cpu_over_wall", 1.0))
+        row["attempts"] = len(attempts)
         sweep.append(row)
         log("tandem " + " ".join(f"{k}={v}" for k, v in row.items() if k != "bench_json"))
     return sweep
@@ -536,16 +567,16 @@ def cfg_str(r, axes):
 def print_table(comparison, seismic_axes, tandem_axes):
     for c in comparison:
         print(f"\n== target accuracy@10 >= {c['target']:.2f}")
-        print(f"  {'system':8} {'config':40} {'acc@10':>7} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9}")
+        print(f"  {'system':8} {'config':60} {'acc@10':>7} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9}")
         for name, axes in (("seismic", seismic_axes), ("tandem", tandem_axes)):
             if name not in c:
                 continue  # tandem not run
             r = c[name]
             if r is None:
                 best = c.get(f"{name}_best_accuracy")
-                print(f"  {name:8} {'not reached in grid' + (f' (best {best:.4f})' if best is not None else ''):40}")
+                print(f"  {name:8} {'not reached in grid' + (f' (best {best:.4f})' if best is not None else ''):60}")
             else:
-                print(f"  {name:8} {cfg_str(r, axes):40} {r['accuracy_at_10']:7.4f} {r['mean_us']:9.1f}"
+                print(f"  {name:8} {cfg_str(r, axes):60} {r['accuracy_at_10']:7.4f} {r['mean_us']:9.1f}"
                       f" {r['p50_us']:9.1f} {r['p99_us']:9.1f}")
         ratio = c.get("ratio_mean_tandem_over_seismic")
         print(f"  tandem/seismic mean latency: {ratio:.3f}" if ratio is not None else
@@ -565,9 +596,10 @@ def main():
     ap.add_argument("--tandem-extra-args", default="", help="extra arguments for tandem-bench first-stage")
     ap.add_argument("--out", required=True, help="JSON report to write")
     ap.add_argument("--targets", default="0.90,0.95,0.97", help="accuracy@10 targets, comma-separated")
-    ap.add_argument("--seismic-build-args", default="",
-                    help="k=v,... passed to SeismicIndex.build, e.g. n_postings=4000,summary_energy=0.5 "
-                         f"(defaults: {SEISMIC_BUILD_DEFAULTS})")
+    ap.add_argument("--seismic-build-args", action="append", default=[],
+                    help="k=v,... passed to SeismicIndex.build, e.g. n_postings=300,centroid_fraction=0.2; "
+                         "repeat the option to compare several builds (each target then takes the "
+                         f"fastest over all of them); unset keys keep {SEISMIC_BUILD_DEFAULTS}")
     ap.add_argument("--seismic-build-threads", type=int, default=0,
                     help="threads for building the Seismic index (0 = all cores); search is always 1")
     ap.add_argument("--seismic-grid", default="", help="override SEISMIC_GRID, e.g. 'query_cut=5,10;heap_factor=0.9,0.8'")
@@ -576,6 +608,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the queries per Seismic config")
     ap.add_argument("--time-all", action="store_true",
                     help="time every Seismic configuration, not only those that can win a target")
+    ap.add_argument("--min-cpu-share", type=float, default=0.95,
+                    help="re-time a configuration whose CPU time / wall time fell below this "
+                         "(the process was descheduled: the machine was busy)")
+    ap.add_argument("--retries", type=int, default=2, help="re-timings allowed per configuration")
     ap.add_argument("--pin-cpu", type=int, default=None,
                     help="pin both systems to this core while measuring (default: not pinned)")
     ap.add_argument("--gt-mem-mb", type=int, default=1024, help="working-memory budget of the exact search")
@@ -584,9 +620,11 @@ def main():
     if bool(args.tandem_index) != bool(args.tandem_bench):
         ap.error("give both --tandem-index and --tandem-bench, or neither")
     targets = sorted(float(t) for t in args.targets.split(",") if t.strip())
-    build_args = dict(SEISMIC_BUILD_DEFAULTS)
-    build_args.update(parse_kv_list(args.seismic_build_args, allowed=set(SEISMIC_BUILD_DEFAULTS)
-                                    | {"knn_path", "input_token_to_id_map"}))
+    builds = []  # (label, full build arguments)
+    for text in args.seismic_build_args or [""]:
+        build_args = dict(SEISMIC_BUILD_DEFAULTS)
+        build_args.update(parse_kv_list(text, allowed=set(SEISMIC_BUILD_DEFAULTS)))
+        builds.append((text.strip() or "defaults", build_args))
     seismic_grid = parse_grid(args.seismic_grid, SEISMIC_GRID)
     tandem_grid = parse_grid(args.tandem_grid, TANDEM_GRID)
     os.makedirs(args.work_dir, exist_ok=True)
@@ -606,11 +644,17 @@ def main():
     report["ground_truth"] = dict(gt["info"], n_queries=len(queries),
                                   queries_with_tie_at_10th=acc.n_boundary_ties)
 
-    index_path, build_facts = seismic_index(args, build_args)
-    if pin:
-        os.sched_setaffinity(0, pin)
-    sweep, loaded = seismic_sweep(args, index_path, queries, acc, seismic_grid, targets)
-    report["seismic"] = dict(build_facts, **loaded, sweep=sweep)
+    report["seismic"] = {"builds": []}
+    sweep = []  # every Seismic configuration of every build
+    for label, build_args in builds:
+        index_path, build_facts = seismic_index(args, build_args)
+        if pin:
+            os.sched_setaffinity(0, pin)  # this (main) thread; Rayon's worker inherits it
+        bsweep, loaded = seismic_sweep(args, index_path, queries, acc, seismic_grid, targets)
+        for row in bsweep:
+            row["build"] = label
+        sweep += bsweep
+        report["seismic"]["builds"].append(dict(build_facts, label=label, **loaded, sweep=bsweep))
 
     tsweep = None
     if args.tandem_bench:
@@ -636,9 +680,12 @@ def main():
         json.dump(report, f, indent=1)
     m = report["machine"]
     print(f"{m['cpu_model']}, {m['logical_cpus']} logical CPUs; {report['settings']['single_thread']}")
-    print(f"{gt['n_docs']} documents, {len(queries)} queries; Seismic index "
-          f"{build_facts['index_file_bytes'] / 2**20:.1f} MiB, built in {build_facts['build_seconds']} s")
-    print_table(comparison, list(seismic_grid), list(tandem_grid))
+    print(f"{gt['n_docs']} documents, {len(queries)} queries")
+    for b in report["seismic"]["builds"]:
+        print(f"Seismic build [{b['label']}]: index file {b['index_file_bytes'] / 2**20:.1f} MiB, "
+              f"Seismic-reported space {(b['space_usage_total_bytes'] or 0) / 2**20:.1f} MiB, "
+              f"built in {b['build_seconds']} s")
+    print_table(comparison, list(seismic_grid) + ["build"], list(tandem_grid))
     print(f"\nreport: {args.out}")
 
 

@@ -95,7 +95,8 @@ impl Index {
             files::POSTINGS_DOCS,
             files::POSTINGS_WEIGHTS,
             files::TOKENS_OFFSETS,
-            files::TOKENS_F16,
+            files::TOKENS_PADDED,
+            files::TOKENS_PACKED,
         ] {
             manifest.file(dir, name)?;
         }

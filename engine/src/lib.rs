@@ -15,6 +15,7 @@ pub mod error;
 pub mod format;
 pub mod index;
 pub mod jsonl;
+pub mod kernels;
 pub mod maxsim;
 mod mmap;
 pub mod npy;

@@ -155,12 +155,14 @@ impl Index {
         }
 
         let started = Instant::now();
-        let mut scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
+        let scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
         let mut top = TopK::new(params.k);
         let mut misses = 0usize;
         for (position, candidate) in candidates.iter().enumerate() {
-            let doc_tokens = self.tokens().doc(candidate.id).unwrap_or(&[]);
-            let score = scorer.score(doc_tokens);
+            let score = self
+                .tokens()
+                .doc(candidate.id)
+                .map_or(0.0, |tokens| scorer.score(tokens));
             stats.reranked += 1;
             // Ids in the top-k are positions in the candidate list: MaxSim ties go to the
             // candidate with the better sparse rank.

@@ -115,7 +115,8 @@ fn a_valid_build_verifies_and_loads() {
         (3, 3, DIM)
     );
     assert_eq!(index.external_id(1), Some("7"));
-    assert_eq!(index.tokens().doc(2).unwrap().len(), 3 * DIM);
+    let doc = index.tokens().doc(2).unwrap();
+    assert_eq!((doc.tokens, doc.packed.len()), (3, 16 * DIM));
     let verify = tandem_index(&[Path::new("verify"), &inputs.out()]);
     assert!(verify.status.success());
     assert!(String::from_utf8_lossy(&verify.stdout).contains("checksums and invariants verified"));
@@ -236,7 +237,7 @@ fn corrupt_indexes_fail_verify_and_refuse_to_load() {
     let out = inputs.out();
 
     // One flipped byte in the token vectors: same size, wrong checksum.
-    let tokens = out.join("tokens.f16");
+    let tokens = out.join("tokens.packed");
     let mut bytes = std::fs::read(&tokens).unwrap();
     bytes[70] ^= 0x40;
     std::fs::write(&tokens, &bytes).unwrap();
@@ -244,7 +245,7 @@ fn corrupt_indexes_fail_verify_and_refuse_to_load() {
     assert!(!verify.status.success());
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(
-        stderr.contains("tokens.f16") && stderr.contains("checksum mismatch"),
+        stderr.contains("tokens.packed") && stderr.contains("checksum mismatch"),
         "{stderr}"
     );
     let err = Index::open(&out).err().unwrap().to_string();

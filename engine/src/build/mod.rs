@@ -179,16 +179,21 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
     };
     drop(inverted);
     put(&mut staging, files::TOKENS_OFFSETS, &token_offsets)?;
-    let vectors_file = vectors::write_f16_rows(
+    put(
+        &mut staging,
+        files::TOKENS_PADDED,
+        &vectors::padded_offsets(&token_offsets),
+    )?;
+    let vectors_file = vectors::write_packed(
         &vectors,
         config.int8_scale,
         &token_offsets,
         &docs.ids,
-        &staging.file_path(files::TOKENS_F16),
-        files::TOKENS_F16,
+        &staging.file_path(files::TOKENS_PACKED),
+        files::TOKENS_PACKED,
         progress,
     )?;
-    staging.record(files::TOKENS_F16, vectors_file);
+    staging.record(files::TOKENS_PACKED, vectors_file);
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,

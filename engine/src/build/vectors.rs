@@ -1,22 +1,37 @@
-//! Converting the input token vectors (`.npy`, float32/float16/int8) to the stored f16 rows.
+//! Converting the input token vectors (`.npy`, float32/float16/int8) to the stored packed f16
+//! layout of the MaxSim kernels.
 
 use crate::build::Progress;
 use crate::error::{Error, Result};
 use crate::format::array::{ArrayWriter, WrittenFile};
+use crate::kernels::{pack_doc, packed_len};
 use crate::npy::{NpyArray, NpyDType};
 use half::f16;
 use rayon::prelude::*;
 use std::path::Path;
 
-/// Rows converted per parallel step.
+/// Rows (about) converted per parallel step; a step holds whole documents.
 const ROWS_PER_STEP: usize = 1 << 16;
-/// Rows per task within a step.
-const ROWS_PER_TASK: usize = 4096;
 
-/// Streams every row of `vectors` into an f16 array file at `out`, checking that each value is
-/// finite and representable in f16. `doc_offsets` (first row of each document) and `doc_ids`
-/// only serve error messages, which name the row, its document and token, and the column.
-pub fn write_f16_rows(
+/// The padded token offsets of the packed layout: document `d` occupies
+/// `padded[d] · dim .. padded[d + 1] · dim` of the packed array, `padded[d + 1] − padded[d]`
+/// being its token count rounded up to a multiple of [`BLOCK`].
+pub fn padded_offsets(doc_offsets: &[u64]) -> Vec<u64> {
+    let mut padded = Vec::with_capacity(doc_offsets.len());
+    padded.push(0u64);
+    for w in doc_offsets.windows(2) {
+        let m = (w[1] - w[0]) as usize;
+        let last = *padded.last().unwrap_or(&0);
+        padded.push(last + (packed_len(m, 1)) as u64);
+    }
+    padded
+}
+
+/// Streams every document's token vectors into a packed f16 array file at `out` (the layout of
+/// [`crate::kernels`]), checking that each value is finite and representable in f16.
+/// `doc_offsets` gives each document's rows in `vectors`; `doc_ids` only serves error messages,
+/// which name the row, its document and token, and the column.
+pub fn write_packed(
     vectors: &NpyArray,
     int8_scale: Option<f32>,
     doc_offsets: &[u64],
@@ -26,43 +41,62 @@ pub fn write_f16_rows(
     progress: &dyn Progress,
 ) -> Result<WrittenFile> {
     let (rows, dim) = vectors.matrix_shape()?;
-    let mut writer = ArrayWriter::<f16>::create(out, name, (rows * dim) as u64)?;
+    let padded = padded_offsets(doc_offsets);
+    let total = padded.last().copied().unwrap_or(0) as usize * dim;
+    let mut writer = ArrayWriter::<f16>::create(out, name, total as u64)?;
     progress.start("convert token vectors", rows as u64);
-    for step in (0..rows).step_by(ROWS_PER_STEP) {
-        let end = (step + ROWS_PER_STEP).min(rows);
-        let tasks: Vec<Result<Vec<f16>>> = (step..end)
-            .step_by(ROWS_PER_TASK)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| {
-                let stop = (start + ROWS_PER_TASK).min(end);
-                let mut values = Vec::new();
-                vectors.rows_f32(start..stop, int8_scale, &mut values);
-                let converted: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-                if let Some(i) = converted.iter().position(|h| !h.is_finite()) {
-                    let row = start + i / dim;
-                    let doc = doc_offsets.partition_point(|&o| o <= row as u64) - 1;
-                    let token = row as u64 - doc_offsets[doc];
-                    return Err(Error::bad_input(
-                        format!("{}: row {row}", vectors.path().display()),
-                        format!(
-                            "(document {:?}, its token {token}) column {}: value {} is not finite or exceeds the float16 range",
-                            doc_ids.get(doc).map(String::as_str).unwrap_or("?"),
-                            i % dim,
-                            values[i]
-                        ),
-                    ));
-                }
-                Ok(converted)
-            })
-            .collect();
-        for task in tasks {
-            writer.push_slice(&task?)?;
+    let docs = doc_offsets.len() - 1;
+    let mut first = 0;
+    while first < docs {
+        // Whole documents, about ROWS_PER_STEP rows (at least one document).
+        let start_row = doc_offsets[first];
+        let mut last = first + 1;
+        while last < docs && doc_offsets[last + 1] - start_row <= ROWS_PER_STEP as u64 {
+            last += 1;
         }
-        progress.advance((end - step) as u64);
+        let packed: Vec<Result<Vec<f16>>> = (first..last)
+            .into_par_iter()
+            .map(|doc| pack_one(vectors, int8_scale, doc_offsets, doc_ids, doc, dim))
+            .collect();
+        for doc in packed {
+            writer.push_slice(&doc?)?;
+        }
+        progress.advance(doc_offsets[last] - start_row);
+        first = last;
     }
     progress.finish();
     writer.finish()
+}
+
+/// Converts and packs one document's rows.
+fn pack_one(
+    vectors: &NpyArray,
+    int8_scale: Option<f32>,
+    doc_offsets: &[u64],
+    doc_ids: &[String],
+    doc: usize,
+    dim: usize,
+) -> Result<Vec<f16>> {
+    let (start, stop) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
+    let mut values = Vec::new();
+    vectors.rows_f32(start..stop, int8_scale, &mut values);
+    let rows: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+    if let Some(i) = rows.iter().position(|h| !h.is_finite()) {
+        let row = start + i / dim;
+        return Err(Error::bad_input(
+            format!("{}: row {row}", vectors.path().display()),
+            format!(
+                "(document {:?}, its token {}) column {}: value {} is not finite or exceeds the float16 range",
+                doc_ids.get(doc).map(String::as_str).unwrap_or("?"),
+                row - start,
+                i % dim,
+                values[i]
+            ),
+        ));
+    }
+    let mut packed = Vec::with_capacity(packed_len(stop - start, dim));
+    pack_doc(&rows, dim, &mut packed);
+    Ok(packed)
 }
 
 /// Checks the vectors' element type against the `--int8-scale` option.

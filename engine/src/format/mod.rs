@@ -42,6 +42,10 @@ pub mod files {
     pub const POSTINGS_WEIGHTS: &str = "postings.weights";
     /// First token row of each document (`u64`, doc_count + 1).
     pub const TOKENS_OFFSETS: &str = "tokens.offsets";
-    /// Token vectors (`f16`, token_count × dim), row-major, documents in order.
-    pub const TOKENS_F16: &str = "tokens.f16";
+    /// Start of each document in the packed token array, in padded tokens (`u64`, doc_count + 1):
+    /// each document's token count rounded up to a multiple of 16.
+    pub const TOKENS_PADDED: &str = "tokens.padded";
+    /// Token vectors (`f16`), each document packed in blocks of 16 tokens, dimension-major
+    /// within a block (the layout of `crate::kernels`), documents in order.
+    pub const TOKENS_PACKED: &str = "tokens.packed";
 }

@@ -1,0 +1,274 @@
+//! x86-64 kernels: AVX-512F, and AVX2 with FMA and F16C.
+//!
+//! Both work the same way. The query tokens are cut into tiles of a few tokens ([`super::tiles`]);
+//! for each tile, the document's blocks are visited in order and, for each dimension `j`, the
+//! 16 halves of dimension `j` of a block are loaded and widened to f32 (`vcvtph2ps`), and each
+//! query token's value `q[j]` is broadcast and multiplied-added into that token's accumulators.
+//! A tile thus holds tokens × 16 (or 32) dot products in registers, and every widened document
+//! vector feeds one FMA per query token of the tile. When a block is done, its padding lanes are
+//! replaced by −∞ and the dot products are folded into a running per-lane maximum; after the last
+//! block, each query token's maximum is reduced across lanes and added to the total, in query
+//! order.
+//!
+//! Safety: the `#[target_feature]` functions are only entered from [`maxsim_avx512`] and
+//! [`maxsim_avx2`], which first check that the CPU has the features (so calling them is sound);
+//! the only other `unsafe` operations are unaligned loads and unchecked reads, each after
+//! explicit checks of the slices' lengths.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use super::{packed_len, tiles, tokens_in_block, BLOCK};
+use core::arch::x86_64::*;
+use half::f16;
+
+/// Whether the CPU supports the AVX-512 kernel (AVX-512F).
+pub(super) fn avx512_available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// Whether the CPU supports the AVX2 kernel (AVX2, FMA and F16C).
+pub(super) fn avx2_available() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Panics unless `query` is whole rows of `dim` and `doc` is a packed document of `m ≥ 1` tokens.
+fn check(query: &[f32], dim: usize, doc: &[f16], m: usize) {
+    assert!(
+        dim > 0 && query.len().is_multiple_of(dim),
+        "maxsim: bad query shape"
+    );
+    assert!(
+        m > 0,
+        "maxsim: the kernels need at least one document token"
+    );
+    assert_eq!(doc.len(), packed_len(m, dim), "maxsim: bad packed length");
+}
+
+/// Expands to a `match` on a run-time tile height, calling `$f::<N>(args)` for each listed `N`.
+macro_rules! by_rows {
+    ($rows:expr, $f:ident $args:tt, [$($n:literal)*]) => {
+        match $rows {
+            $($n => $f::<$n> $args,)*
+            rows => unreachable!("tile of {rows} query tokens"),
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512
+
+/// Query tokens per AVX-512 tile. A step covers two blocks (32 document tokens), so a tile uses
+/// 2 · 14 = 28 accumulators, 2 widened document vectors and 1 broadcast: 31 of the 32 registers.
+const MR_512: usize = 14;
+
+/// MaxSim with the AVX-512 kernel; `query` is `n_q × dim` row-major, `doc` a packed document of
+/// `m ≥ 1` tokens.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, or the shapes are inconsistent.
+pub(super) fn maxsim_avx512(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+    assert!(avx512_available(), "the AVX-512 kernel needs AVX-512F");
+    check(query, dim, doc, m);
+    // SAFETY: `maxsim512` only requires the `avx512f` target feature (it is otherwise safe: it
+    // reads memory only through the checked slices it is given), and the assert above has just
+    // established that this CPU supports it.
+    unsafe { maxsim512(query, dim, doc, m) }
+}
+
+/// [`maxsim_avx512`] once the CPU and the shapes have been checked: tile by tile, in query order.
+#[target_feature(enable = "avx512f")]
+fn maxsim512(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+    let mut total = 0.0f32;
+    for (first, rows) in tiles(query.len() / dim, MR_512) {
+        let q = &query[first * dim..(first + rows) * dim];
+        by_rows!(
+            rows,
+            tile512(q, dim, doc, m, &mut total),
+            [1 2 3 4 5 6 7 8 9 10 11 12 13 14]
+        );
+    }
+    total
+}
+
+/// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`).
+#[target_feature(enable = "avx512f")]
+fn tile512<const R: usize>(q: &[f32], dim: usize, doc: &[f16], m: usize, total: &mut f32) {
+    let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let block_len = BLOCK * dim;
+    let blocks = m.div_ceil(BLOCK);
+    // Lane mask of the real tokens of block `b` (bit i set: token 16·b + i is not padding).
+    let valid = |b: usize| -> __mmask16 { ((1u32 << tokens_in_block(m, b)) - 1) as u16 };
+    let mut best = [neg_inf; R];
+    let mut b = 0;
+    while b + 2 <= blocks {
+        let acc = dots512::<R, 2>(q, dim, &doc[b * block_len..(b + 2) * block_len]);
+        let (k0, k1) = (valid(b), valid(b + 1));
+        for (best, [a0, a1]) in best.iter_mut().zip(acc) {
+            let a0 = _mm512_mask_blend_ps(k0, neg_inf, a0);
+            let a1 = _mm512_mask_blend_ps(k1, neg_inf, a1);
+            *best = _mm512_max_ps(*best, _mm512_max_ps(a0, a1));
+        }
+        b += 2;
+    }
+    if b < blocks {
+        let acc = dots512::<R, 1>(q, dim, &doc[b * block_len..(b + 1) * block_len]);
+        let k0 = valid(b);
+        for (best, [a0]) in best.iter_mut().zip(acc) {
+            *best = _mm512_max_ps(*best, _mm512_mask_blend_ps(k0, neg_inf, a0));
+        }
+    }
+    for best in best {
+        *total += _mm512_reduce_max_ps(best);
+    }
+}
+
+/// The `R × 16·B` dot products of the `R` query tokens in `q` (`R × dim`) with the `B`
+/// consecutive packed blocks in `blocks` (`B × 16 × dim`): `acc[r][k]` lane `i` is the dot
+/// product of query token `r` with token `i` of block `k`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn dots512<const R: usize, const B: usize>(
+    q: &[f32],
+    dim: usize,
+    blocks: &[f16],
+) -> [[__m512; B]; R] {
+    let block_len = BLOCK * dim;
+    assert_eq!(q.len(), R * dim);
+    assert_eq!(blocks.len(), B * block_len);
+    let mut acc = [[_mm512_setzero_ps(); B]; R];
+    for j in 0..dim {
+        let mut d = [_mm512_setzero_ps(); B];
+        for (k, d) in d.iter_mut().enumerate() {
+            // SAFETY: k < B and j < dim, so the 16 halves (32 bytes) at k·block_len + j·16 end
+            // at most at B·block_len = blocks.len(); the load is unaligned (`loadu`).
+            let halves = unsafe {
+                _mm256_loadu_si256(blocks.as_ptr().add(k * block_len + j * BLOCK).cast())
+            };
+            *d = _mm512_cvtph_ps(halves);
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: r < R and j < dim, so r·dim + j < R·dim = q.len().
+            let qv = _mm512_set1_ps(unsafe { *q.get_unchecked(r * dim + j) });
+            for (acc, d) in acc.iter_mut().zip(d) {
+                *acc = _mm512_fmadd_ps(qv, d, *acc);
+            }
+        }
+    }
+    acc
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+/// Query tokens per AVX2 tile. A step covers one block (16 document tokens = 2 registers), so a
+/// tile uses 2 · 6 = 12 accumulators, 2 widened document vectors and 1 broadcast: 15 of the 16
+/// registers.
+const MR_256: usize = 6;
+
+/// MaxSim with the AVX2 kernel; `query` is `n_q × dim` row-major, `doc` a packed document of
+/// `m ≥ 1` tokens.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX2, FMA or F16C, or the shapes are inconsistent.
+pub(super) fn maxsim_avx2(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+    assert!(avx2_available(), "the AVX2 kernel needs AVX2, FMA and F16C");
+    check(query, dim, doc, m);
+    // SAFETY: `maxsim256` only requires the `avx2`, `fma` and `f16c` target features (it is
+    // otherwise safe: it reads memory only through the checked slices it is given), and the
+    // assert above has just established that this CPU supports them.
+    unsafe { maxsim256(query, dim, doc, m) }
+}
+
+/// [`maxsim_avx2`] once the CPU and the shapes have been checked: tile by tile, in query order.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn maxsim256(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+    let mut total = 0.0f32;
+    for (first, rows) in tiles(query.len() / dim, MR_256) {
+        let q = &query[first * dim..(first + rows) * dim];
+        by_rows!(rows, tile256(q, dim, doc, m, &mut total), [1 2 3 4 5 6]);
+    }
+    total
+}
+
+/// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile256<const R: usize>(q: &[f32], dim: usize, doc: &[f16], m: usize, total: &mut f32) {
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let block_len = BLOCK * dim;
+    let blocks = m.div_ceil(BLOCK);
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut best = [[neg_inf; 2]; R];
+    for b in 0..blocks {
+        let mut acc = dots256::<R>(q, dim, &doc[b * block_len..(b + 1) * block_len]);
+        let real = tokens_in_block(m, b);
+        if real < BLOCK {
+            // Lanes of real tokens are all ones (lane < real), padding lanes all zeros.
+            let real = _mm256_set1_epi32(real as i32);
+            let keep = [
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(real, lanes)),
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                    real,
+                    _mm256_add_epi32(lanes, _mm256_set1_epi32(8)),
+                )),
+            ];
+            for acc in acc.iter_mut() {
+                for (acc, keep) in acc.iter_mut().zip(keep) {
+                    *acc = _mm256_blendv_ps(neg_inf, *acc, keep);
+                }
+            }
+        }
+        for (best, acc) in best.iter_mut().zip(acc) {
+            for (best, acc) in best.iter_mut().zip(acc) {
+                *best = _mm256_max_ps(*best, acc);
+            }
+        }
+    }
+    for [lo, hi] in best {
+        *total += hmax256(_mm256_max_ps(lo, hi));
+    }
+}
+
+/// The `R × 16` dot products of the `R` query tokens in `q` (`R × dim`) with the packed block
+/// `block` (`16 × dim`): `acc[r][h]` lane `i` is the dot product of query token `r` with token
+/// `8·h + i` of the block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dots256<const R: usize>(q: &[f32], dim: usize, block: &[f16]) -> [[__m256; 2]; R] {
+    assert_eq!(q.len(), R * dim);
+    assert_eq!(block.len(), BLOCK * dim);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for j in 0..dim {
+        let at = block.as_ptr().wrapping_add(j * BLOCK);
+        // SAFETY: j < dim, so the 16 halves (2 × 16 bytes) at j·16 end at most at 16·dim =
+        // block.len(); the loads are unaligned (`loadu`).
+        let (lo, hi) = unsafe {
+            (
+                _mm_loadu_si128(at.cast()),
+                _mm_loadu_si128(at.add(8).cast()),
+            )
+        };
+        let d = [_mm256_cvtph_ps(lo), _mm256_cvtph_ps(hi)];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: r < R and j < dim, so r·dim + j < R·dim = q.len().
+            let qv = _mm256_set1_ps(unsafe { *q.get_unchecked(r * dim + j) });
+            for (acc, d) in acc.iter_mut().zip(d) {
+                *acc = _mm256_fmadd_ps(qv, d, *acc);
+            }
+        }
+    }
+    acc
+}
+
+/// The largest of the 8 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax256(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+    _mm_cvtss_f32(m)
+}
