@@ -84,6 +84,9 @@ pub struct BuildArgs {
     /// Approximate first stage: share of a block summary's L1 mass kept.
     #[arg(long, default_value_t = ApproxBuildParams::default().summary_energy)]
     pub summary_energy: f32,
+    /// Approximate first stage: most components in one block summary.
+    #[arg(long, default_value_t = ApproxBuildParams::default().max_summary_terms)]
+    pub max_summary_terms: usize,
     /// Approximate first stage: default query terms walked (queries may override).
     #[arg(long, default_value_t = ApproxQueryParams::default().query_cut)]
     pub query_cut: usize,
@@ -134,6 +137,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
                 n_postings: args.n_postings,
                 centroid_fraction: args.centroid_fraction,
                 summary_energy: args.summary_energy,
+                max_summary_terms: args.max_summary_terms,
             },
             query_defaults: ApproxQueryParams {
                 query_cut: args.query_cut,

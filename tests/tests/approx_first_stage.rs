@@ -39,6 +39,7 @@ fn unpruned_approximate_search_equals_exact_search() {
             n_postings: 1_000_000,
             centroid_fraction: 0.2,
             summary_energy: 1.0,
+            max_summary_terms: 100_000,
         },
         query_defaults: ApproxQueryParams::default(),
     };

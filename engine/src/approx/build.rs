@@ -7,7 +7,9 @@
 //! [`SIGNATURE_TERMS`] heaviest components), computed through a small inverted index over the
 //! centroids' signatures; each non-empty cluster becomes a block (documents ascending). A block's
 //! summary is the coordinate-wise maximum over its documents' full vectors, cut to the heaviest
-//! components that hold `summary_energy` of its L1 mass, quantized to `u8` rounding up.
+//! components that hold `summary_energy` of its L1 mass (at most `max_summary_terms` of them),
+//! quantized to `u8` rounding up; its *floor* is the largest dropped component (quantized the same
+//! way), so `Σ kept q·v + (Σ other query weights) · floor` still bounds every document.
 //! Everything is deterministic.
 
 use super::ApproxBuildParams;
@@ -55,11 +57,13 @@ pub struct ApproxArrays {
     /// First entry of each key (`keys + 1`).
     pub summary_key_offsets: Vec<u64>,
     /// Entries: the block (index within its term) whose summary has the key's component.
-    pub summary_blocks: Vec<u32>,
+    pub summary_blocks: Vec<u16>,
     /// Entries: the quantized component value.
     pub summary_values: Vec<u8>,
     /// Per-block scales.
     pub summary_scales: Vec<f32>,
+    /// Per-block bound on every component the summary dropped (quantized like the values).
+    pub summary_floors: Vec<u8>,
 }
 
 /// One term's blocks, built independently of the others. Summary entries are
@@ -68,8 +72,9 @@ pub struct ApproxArrays {
 struct TermBlocks {
     block_sizes: Vec<u32>,
     docs: Vec<u32>,
-    summary_entries: Vec<(u16, u32, u8)>,
+    summary_entries: Vec<(u16, u16, u8)>,
     summary_scales: Vec<f32>,
+    summary_floors: Vec<u8>,
 }
 
 /// Builds the approximate first stage; fails when the vocabulary does not fit 16-bit term ids.
@@ -85,12 +90,13 @@ pub fn build(
         ));
     }
     if params.n_postings == 0
+        || params.max_summary_terms == 0
         || !(params.centroid_fraction > 0.0 && params.centroid_fraction <= 1.0)
         || !(params.summary_energy > 0.0 && params.summary_energy <= 1.0)
     {
         return Err(Error::bad_input(
             "--first-stage approx",
-            "n_postings must be >= 1, centroid_fraction and summary_energy in (0, 1]",
+            "n_postings and max_summary_terms must be >= 1, centroid_fraction and summary_energy in (0, 1]",
         ));
     }
     let doc_count = m.doc_offsets.len() - 1;
@@ -125,56 +131,59 @@ pub fn build(
         &out.forward_weights,
     );
 
-    let per_term: Vec<TermBlocks> = (0..vocab_size)
-        .into_par_iter()
-        .map_init(
-            || vec![0f32; vocab_size],
-            |dense, t| {
-                let range = m.post_offsets[t] as usize..m.post_offsets[t + 1] as usize;
-                term_blocks(
-                    &m.post_docs[range.clone()],
-                    &m.post_weights[range],
-                    &out,
-                    &signatures,
-                    params,
-                    dense,
-                )
-            },
-        )
-        .collect();
-
     out.term_blocks.push(0);
     out.block_doc_offsets.push(0);
     out.summary_term_offsets.push(0);
     out.summary_key_offsets.push(0);
-    for mut term in per_term {
-        for &size in &term.block_sizes {
-            let last = *out.block_doc_offsets.last().unwrap_or(&0);
-            out.block_doc_offsets.push(last + u64::from(size));
+    // Terms in chunks: built in parallel, appended in order, so only one chunk's blocks are held
+    // besides the output.
+    const TERMS_PER_CHUNK: usize = 1024;
+    for chunk_start in (0..vocab_size).step_by(TERMS_PER_CHUNK) {
+        let chunk_end = (chunk_start + TERMS_PER_CHUNK).min(vocab_size);
+        let per_term: Vec<TermBlocks> = (chunk_start..chunk_end)
+            .into_par_iter()
+            .map_init(
+                || vec![0f32; vocab_size],
+                |dense, t| {
+                    let range = m.post_offsets[t] as usize..m.post_offsets[t + 1] as usize;
+                    let (docs, weights) = (&m.post_docs[range.clone()], &m.post_weights[range]);
+                    term_blocks(docs, weights, &out, &signatures, params, dense)
+                },
+            )
+            .collect();
+        for term in per_term {
+            append_term(&mut out, term);
         }
-        out.block_docs.extend_from_slice(&term.docs);
-        out.summary_scales.extend_from_slice(&term.summary_scales);
-        out.term_blocks.push(out.summary_scales.len() as u64);
-        // Transpose the term's summaries: component term → (block, value), blocks ascending.
-        term.summary_entries.sort_unstable();
-        for (i, &(key, block, value)) in term.summary_entries.iter().enumerate() {
-            if i == 0 || term.summary_entries[i - 1].0 != key {
-                if i > 0 {
-                    out.summary_key_offsets
-                        .push(out.summary_blocks.len() as u64);
-                }
-                out.summary_keys.push(key);
-            }
-            out.summary_blocks.push(block);
-            out.summary_values.push(value);
-        }
-        if !term.summary_entries.is_empty() {
-            out.summary_key_offsets
-                .push(out.summary_blocks.len() as u64);
-        }
-        out.summary_term_offsets.push(out.summary_keys.len() as u64);
     }
     Ok(out)
+}
+
+/// Appends one term's blocks and transposed summaries to the output arrays.
+fn append_term(out: &mut ApproxArrays, mut term: TermBlocks) {
+    for &size in &term.block_sizes {
+        let last = *out.block_doc_offsets.last().unwrap_or(&0);
+        out.block_doc_offsets.push(last + u64::from(size));
+    }
+    out.block_docs.extend_from_slice(&term.docs);
+    out.summary_scales.extend_from_slice(&term.summary_scales);
+    out.summary_floors.extend_from_slice(&term.summary_floors);
+    out.term_blocks.push(out.summary_scales.len() as u64);
+    // Transpose the term's summaries: component term → (block, value), blocks ascending.
+    term.summary_entries.sort_unstable();
+    for (i, &(key, block, value)) in term.summary_entries.iter().enumerate() {
+        if i == 0 || term.summary_entries[i - 1].0 != key {
+            if i > 0 {
+                out.summary_key_offsets.push(out.summary_blocks.len() as u64);
+            }
+            out.summary_keys.push(key);
+        }
+        out.summary_blocks.push(block);
+        out.summary_values.push(value);
+    }
+    if !term.summary_entries.is_empty() {
+        out.summary_key_offsets.push(out.summary_blocks.len() as u64);
+    }
+    out.summary_term_offsets.push(out.summary_keys.len() as u64);
 }
 
 /// Each document's heaviest components (term, weight), at most [`SIGNATURE_TERMS`].
@@ -212,8 +221,10 @@ fn term_blocks(
     kept.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     kept.truncate(params.n_postings);
 
+    // Block numbers within a term are stored as u16.
     let clusters = ((kept.len() as f64 * params.centroid_fraction as f64).round() as usize)
-        .clamp(1, kept.len());
+        .clamp(1, kept.len())
+        .min(usize::from(u16::MAX) + 1);
     let step = kept.len() as f64 / clusters as f64;
     let centroids: Vec<u32> = (0..clusters)
         .map(|c| kept[(c as f64 * step) as usize].0)
@@ -226,15 +237,8 @@ fn term_blocks(
     }
     for mut block in members.into_iter().filter(|m| !m.is_empty()) {
         block.sort_unstable();
-        let index = blocks.block_sizes.len() as u32;
-        summarize(
-            &block,
-            index,
-            forward,
-            params.summary_energy,
-            dense,
-            &mut blocks,
-        );
+        let index = blocks.block_sizes.len() as u16;
+        summarize(&block, index, forward, params, dense, &mut blocks);
         blocks.block_sizes.push(block.len() as u32);
         blocks.docs.extend_from_slice(&block);
     }
@@ -289,9 +293,9 @@ fn assign(kept: &[(u32, f32)], centroids: &[u32], signatures: &[Vec<(u16, f32)>]
 /// Appends the summary of `block` (documents ascending; `index` within its term) to `out`.
 fn summarize(
     block: &[u32],
-    index: u32,
+    index: u16,
     forward: &ApproxArrays,
-    energy: f32,
+    params: &ApproxBuildParams,
     dense: &mut [f32],
     out: &mut TermBlocks,
 ) {
@@ -323,13 +327,16 @@ fn summarize(
     for c in &components {
         keep += 1;
         mass += c.1;
-        if mass >= energy * total {
+        if mass >= params.summary_energy * total || keep == params.max_summary_terms {
             break;
         }
     }
-    components.truncate(keep.max(1));
+    let keep = keep.max(1);
+    let dropped_max = components.get(keep).map_or(0.0, |c| c.1);
+    components.truncate(keep);
     let max = components.iter().map(|c| c.1).fold(0f32, f32::max);
     let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
+    out.summary_floors.push((dropped_max / scale).ceil().clamp(0.0, 255.0) as u8);
     for &(t, w) in &components {
         let value = (w / scale).ceil().clamp(1.0, 255.0) as u8;
         out.summary_entries.push((t, index, value));

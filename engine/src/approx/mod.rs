@@ -41,6 +41,8 @@ pub struct ApproxBuildParams {
     pub centroid_fraction: f32,
     /// Share of a block summary's L1 mass kept (its heaviest components), in (0, 1].
     pub summary_energy: f32,
+    /// Most components kept in one block summary (the heaviest), ≥ 1.
+    pub max_summary_terms: usize,
 }
 
 impl Default for ApproxBuildParams {
@@ -49,6 +51,7 @@ impl Default for ApproxBuildParams {
             n_postings: 4000,
             centroid_fraction: 0.1,
             summary_energy: 0.4,
+            max_summary_terms: 64,
         }
     }
 }
@@ -118,15 +121,17 @@ pub mod files {
     pub const SUMMARY_KEYS: &str = "sum.keys";
     /// First entry of each key (`u64`, keys + 1).
     pub const SUMMARY_KEY_OFFSETS: &str = "sum.key_offsets";
-    /// Entries (`u32`): the block, numbered within its term, whose summary has the key.
+    /// Entries (`u16`): the block, numbered within its term, whose summary has the key.
     pub const SUMMARY_BLOCKS: &str = "sum.blocks";
     /// Entries (`u8`): the quantized value; value × the block's scale ≥ the true maximum.
     pub const SUMMARY_VALUES: &str = "sum.values";
     /// Per-block dequantization scale (`f32`, blocks).
     pub const SUMMARY_SCALES: &str = "sum.scales";
+    /// Per-block bound on the components the summary dropped (`u8`, blocks, same scale).
+    pub const SUMMARY_FLOORS: &str = "sum.floors";
 
     /// Every file of the approximate first stage.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         FORWARD_OFFSETS,
         FORWARD_TERMS,
         FORWARD_WEIGHTS,
@@ -139,6 +144,7 @@ pub mod files {
         SUMMARY_BLOCKS,
         SUMMARY_VALUES,
         SUMMARY_SCALES,
+        SUMMARY_FLOORS,
     ];
 }
 
@@ -153,9 +159,10 @@ pub struct ApproxIndex {
     summary_term_offsets: ArrayFile<u64>,
     summary_keys: ArrayFile<u16>,
     summary_key_offsets: ArrayFile<u64>,
-    summary_blocks: ArrayFile<u32>,
+    summary_blocks: ArrayFile<u16>,
     summary_values: ArrayFile<u8>,
     summary_scales: ArrayFile<f32>,
+    summary_floors: ArrayFile<u8>,
     vocab_size: usize,
     doc_count: usize,
 }
@@ -167,7 +174,7 @@ struct Scratch {
     dense: Vec<f32>,
     stamps: Vec<u32>,
     generation: u32,
-    bounds: Vec<f32>,
+    bounds: Vec<(f32, f32)>,
     blocks: Vec<(f32, u32)>,
 }
 
@@ -213,6 +220,7 @@ impl ApproxIndex {
             summary_blocks: open(dir, files::SUMMARY_BLOCKS)?,
             summary_values: open(dir, files::SUMMARY_VALUES)?,
             summary_scales: open(dir, files::SUMMARY_SCALES)?,
+            summary_floors: open(dir, files::SUMMARY_FLOORS)?,
             vocab_size,
             doc_count,
         };
@@ -232,6 +240,9 @@ impl ApproxIndex {
             ));
         }
         let blocks = index.summary_scales.len();
+        if index.summary_floors.len() != blocks {
+            return Err(Error::corrupt(path(files::SUMMARY_FLOORS), "length differs from sum.scales"));
+        }
         check_offsets(
             &path(files::TERM_BLOCKS),
             index.term_blocks.as_slice(),
@@ -370,6 +381,8 @@ impl ApproxIndex {
         let entry_blocks = self.summary_blocks.as_slice();
         let entry_values = self.summary_values.as_slice();
         let scales = self.summary_scales.as_slice();
+        let floors = self.summary_floors.as_slice();
+        let query_mass: f32 = sorted.iter().map(|t| t.1).sum();
 
         // 1. Bounds of every block of the walked terms: ⟨query, summary⟩ over all query terms,
         //    through each term's transposed summaries (work ∝ entries matching the query).
@@ -378,7 +391,8 @@ impl ApproxIndex {
             let first_block = term_blocks[term as usize] as usize;
             let block_count = term_blocks[term as usize + 1] as usize - first_block;
             bounds.clear();
-            bounds.resize(block_count, 0.0);
+            // Per block: Σ q·v over the summary's components the query has, and Σ q over them.
+            bounds.resize(block_count, (0.0, 0.0));
             let mut term_keys_left =
                 &keys[term_keys[term as usize] as usize..term_keys[term as usize + 1] as usize];
             let mut key_base = term_keys[term as usize] as usize;
@@ -392,15 +406,17 @@ impl ApproxIndex {
                 term_keys_left = &term_keys_left[at..];
                 if found {
                     for e in key_entries[key_base] as usize..key_entries[key_base + 1] as usize {
-                        bounds[entry_blocks[e] as usize] += weight * f32::from(entry_values[e]);
+                        let bound = &mut bounds[entry_blocks[e] as usize];
+                        bound.0 += weight * f32::from(entry_values[e]);
+                        bound.1 += weight;
                     }
                 }
             }
-            for (local, &bound) in bounds.iter().enumerate() {
-                if bound > 0.0 {
-                    let block = first_block + local;
-                    blocks.push((bound * scales[block], block as u32));
-                }
+            for (local, &(kept, matched)) in bounds.iter().enumerate() {
+                let block = first_block + local;
+                // Query terms the summary dropped weigh at most the block's floor each.
+                let dropped = (query_mass - matched).max(0.0) * f32::from(floors[block]);
+                blocks.push(((kept + dropped) * scales[block], block as u32));
             }
         }
 

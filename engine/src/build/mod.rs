@@ -299,6 +299,7 @@ fn write_approx(staging: &mut StagingDir, a: &approx::build::ApproxArrays) -> Re
     put(staging, f::SUMMARY_KEY_OFFSETS, &a.summary_key_offsets)?;
     put(staging, f::SUMMARY_BLOCKS, &a.summary_blocks)?;
     put(staging, f::SUMMARY_VALUES, &a.summary_values)?;
+    put(staging, f::SUMMARY_FLOORS, &a.summary_floors)?;
     put(staging, f::SUMMARY_SCALES, &a.summary_scales)
 }
 
