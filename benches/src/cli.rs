@@ -24,6 +24,8 @@ pub enum Command {
     Gen(GenArgs),
     /// Latency and accuracy of the first stage, in process.
     FirstStage(crate::first_stage::FirstStageArgs),
+    /// MaxSim kernel throughput on real candidates (ns/candidate, GFLOP/s, % of FMA peak).
+    Rerank(crate::rerank::RerankArgs),
 }
 
 /// Arguments of `tandem-bench eval`.
@@ -75,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval(&args),
         Command::Gen(args) => gen(&args),
         Command::FirstStage(args) => crate::first_stage::first_stage(&args),
+        Command::Rerank(args) => crate::rerank::rerank(&args),
     }
 }
 

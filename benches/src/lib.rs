@@ -6,4 +6,5 @@
 
 pub mod cli;
 pub mod first_stage;
+pub mod rerank;
 pub mod trec_eval;

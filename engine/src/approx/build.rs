@@ -173,7 +173,8 @@ fn append_term(out: &mut ApproxArrays, mut term: TermBlocks) {
     for (i, &(key, block, value)) in term.summary_entries.iter().enumerate() {
         if i == 0 || term.summary_entries[i - 1].0 != key {
             if i > 0 {
-                out.summary_key_offsets.push(out.summary_blocks.len() as u64);
+                out.summary_key_offsets
+                    .push(out.summary_blocks.len() as u64);
             }
             out.summary_keys.push(key);
         }
@@ -181,7 +182,8 @@ fn append_term(out: &mut ApproxArrays, mut term: TermBlocks) {
         out.summary_values.push(value);
     }
     if !term.summary_entries.is_empty() {
-        out.summary_key_offsets.push(out.summary_blocks.len() as u64);
+        out.summary_key_offsets
+            .push(out.summary_blocks.len() as u64);
     }
     out.summary_term_offsets.push(out.summary_keys.len() as u64);
 }
@@ -336,7 +338,8 @@ fn summarize(
     components.truncate(keep);
     let max = components.iter().map(|c| c.1).fold(0f32, f32::max);
     let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
-    out.summary_floors.push((dropped_max / scale).ceil().clamp(0.0, 255.0) as u8);
+    out.summary_floors
+        .push((dropped_max / scale).ceil().clamp(0.0, 255.0) as u8);
     for &(t, w) in &components {
         let value = (w / scale).ceil().clamp(1.0, 255.0) as u8;
         out.summary_entries.push((t, index, value));

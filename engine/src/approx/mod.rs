@@ -241,7 +241,10 @@ impl ApproxIndex {
         }
         let blocks = index.summary_scales.len();
         if index.summary_floors.len() != blocks {
-            return Err(Error::corrupt(path(files::SUMMARY_FLOORS), "length differs from sum.scales"));
+            return Err(Error::corrupt(
+                path(files::SUMMARY_FLOORS),
+                "length differs from sum.scales",
+            ));
         }
         check_offsets(
             &path(files::TERM_BLOCKS),

@@ -262,3 +262,16 @@ fn check_shapes(query: &[f32], n_q: usize, dim: usize, doc_packed: &[f16], m: us
         "maxsim: packed document length does not match {m} tokens of dimension {dim}"
     );
 }
+
+/// Measured single-core f32 FMA throughput (GFLOP/s) of the SIMD width `kind` uses, for
+/// expressing kernel throughput as a share of the machine's peak; `None` for kernels without a
+/// peak measurement here (scalar, NEON). Takes a few hundred milliseconds.
+pub fn fma_peak_gflops(kind: KernelKind) -> Option<f64> {
+    match kind {
+        #[cfg(target_arch = "x86_64")]
+        KernelKind::Avx512 => x86::fma_peak_gflops(true, 50),
+        #[cfg(target_arch = "x86_64")]
+        KernelKind::Avx2 => x86::fma_peak_gflops(false, 50),
+        _ => None,
+    }
+}

@@ -272,3 +272,105 @@ fn hmax256(v: __m256) -> f32 {
     let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
     _mm_cvtss_f32(m)
 }
+
+// ---------------------------------------------------------------------------------------------
+// FMA peak (for benchmarks: the roof that kernel throughput is compared with)
+
+/// Independent FMA chains per measurement: enough to cover the FMA latency × throughput.
+const CHAINS: usize = 20;
+
+/// Runs `iters` rounds of [`CHAINS`] independent 16-lane FMAs; returns a value depending on all
+/// of them so the work cannot be optimised away.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iters: u64) -> f32 {
+    let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+    let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
+    let y = _mm512_set1_ps(std::hint::black_box(1e-7));
+    // Rounds of 256 FMAs per chain; the barrier between rounds keeps the compiler from
+    // reasoning about the whole loop, and costs little at that distance.
+    for _ in 0..std::hint::black_box(iters).div_ceil(256) {
+        for _ in 0..256 {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        acc = std::hint::black_box(acc);
+    }
+    let mut sum = _mm512_setzero_ps();
+    for a in acc {
+        sum = _mm512_add_ps(sum, a);
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// [`fma_chains_avx512`] with 8-lane AVX2 FMAs.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: u64) -> f32 {
+    let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+    let x = _mm256_set1_ps(std::hint::black_box(0.999_999));
+    let y = _mm256_set1_ps(std::hint::black_box(1e-7));
+    // Rounds of 256 FMAs per chain; the barrier between rounds keeps the compiler from
+    // reasoning about the whole loop, and costs little at that distance.
+    for _ in 0..std::hint::black_box(iters).div_ceil(256) {
+        for _ in 0..256 {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        acc = std::hint::black_box(acc);
+    }
+    let mut lanes = [0f32; 8];
+    let mut sum = _mm256_setzero_ps();
+    for a in acc {
+        sum = _mm256_add_ps(sum, a);
+    }
+    // SAFETY: `lanes` holds 8 f32, the width of one unaligned 256-bit store.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
+/// Flops of one call of the FMA chains with `iters` rounds (rounded up to 256) and `lanes` lanes.
+fn chain_flops(iters: u64, lanes: usize) -> f64 {
+    (iters.div_ceil(256) * 256) as f64 * CHAINS as f64 * lanes as f64 * 2.0
+}
+
+/// Measured single-core f32 FMA throughput in GFLOP/s of AVX-512 (`wide`) or AVX2, or `None`
+/// when the CPU lacks the features. Best of a few runs of about `millis` ms each.
+pub(super) fn fma_peak_gflops(wide: bool, millis: u64) -> Option<f64> {
+    let available = if wide {
+        avx512_available()
+    } else {
+        avx2_available()
+    };
+    if !available {
+        return None;
+    }
+    let run = |iters: u64| {
+        let started = std::time::Instant::now();
+        let sink = if wide {
+            // SAFETY: AVX-512F was detected above.
+            unsafe { fma_chains_avx512(iters) }
+        } else {
+            // SAFETY: AVX2 and FMA were detected above.
+            unsafe { fma_chains_avx2(iters) }
+        };
+        std::hint::black_box(sink);
+        started.elapsed().as_secs_f64()
+    };
+    let lanes = if wide { 16 } else { 8 };
+    // Calibrate to about `millis` per run, then keep the best of five.
+    let mut iters = 1u64 << 16;
+    while run(iters) * 1000.0 < millis as f64 / 4.0 && iters < 1 << 34 {
+        iters *= 2;
+    }
+    let best = (0..5).map(|_| run(iters)).fold(f64::INFINITY, f64::min);
+    Some(chain_flops(iters, lanes) / best / 1e9)
+}
