@@ -53,9 +53,10 @@ Single thread
   single-query `search` runs on the calling thread. The process's CPU time / wall time during every
   timed pass is recorded as a check (~1.0 means one busy thread). tandem-bench gets --threads 1
   and the same environment. Neither side is pinned to a core unless --pin-cpu N is given, which
-  pins both (this process while it measures, and every tandem-bench child) to core N. Pinning
-  changes the numbers a lot on some VMs, so compare only runs made the same way; the report
-  records which.
+  pins both (this process's main thread while it measures, and every tandem-bench child) to
+  core N. With one Rayon worker, pinning (--pin-cpu or taskset) made no measurable difference to
+  Seismic's single-query search on the 2-core dev VM; still, compare only runs made the same
+  way: the report records which.
 
 Seismic build parameters
   The Seismic index is built in a child process (all cores, unless --seismic-build-threads) and
@@ -64,7 +65,7 @@ Seismic build parameters
   summary_energy=0.4) are meant for MS MARCO-sized collections; centroid_fraction is a fraction
   of n_postings, so on a small corpus they make tiny blocks and huge summaries. Give
   --seismic-build-args several times to let Seismic's best build win each target; on scifact
-  (5,183 documents) n_postings=300,centroid_fraction=0.2,summary_energy=0.5 was ~1.5-1.8x faster
+  (5,183 documents) n_postings=300,centroid_fraction=0.2,summary_energy=0.5 was ~1.5-1.6x faster
   than the defaults at the same accuracy. For ~1M documents try n_postings in the hundreds to a
   few thousand (Seismic's guidelines: 3000-6000 for MS MARCO's 8.8M passages).
 
