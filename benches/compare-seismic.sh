@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compare tandem's approximate first stage with Seismic (pyseismic-lsr) at matched accuracy@10.
+# Compare tandem's first stage (exact, or approximate with a swept grid) with Seismic (pyseismic-lsr)
+# at matched accuracy@10.
 #
 # Usage (from anywhere; paths are resolved from the current directory):
 #   benches/compare-seismic.sh --docs D.jsonl --queries Q.jsonl --vectors V.npy --lens L.npy \
@@ -71,7 +72,7 @@ cargo build --release -p tandem-bench -p tandem-index-tools
 if [ ! -d "$INDEX" ]; then
   [ -n "$VECTORS" ] && [ -n "$LENS" ] || {
     echo "index $INDEX does not exist: --vectors and --lens are needed to build it" >&2; exit 2; }
-  build=(target/release/tandem-index build --docs "$DOCS" --vectors "$VECTORS" --lens "$LENS" --out "$INDEX")
+  build=(target/release/tandem-index build --docs "$DOCS" --vectors "$VECTORS" --lens "$LENS" --first-stage approx --out "$INDEX")
   [ -n "$VOCAB" ] && build+=(--vocab "$VOCAB")
   [ -n "$SCALE" ] && build+=(--int8-scale "$SCALE")
   echo "+ ${build[*]}" >&2

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Compare tandem's approximate first stage with Seismic at matched accuracy@10.
+"""Compare tandem's first stage (exact, or approximate over a grid) with Seismic at matched
+accuracy@10.
 
 Usage (normally through benches/compare-seismic.sh, which also builds everything):
 
@@ -105,11 +106,17 @@ SEISMIC_GRID = {
     "sorted": [True],
 }
 TANDEM_GRID = {
+    # "approx" sweeps the knobs below; "exact" (every posting scored) ignores them.
+    "first_stage": ["approx"],
     "query_cut": [2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 30],
     "heap_factor": [1.2, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6],
 }
 # Flag names of `tandem-bench first-stage` for each tandem grid axis.
-TANDEM_FLAGS = {"query_cut": "--query-cut", "heap_factor": "--heap-factor"}
+TANDEM_FLAGS = {
+    "query_cut": "--query-cut",
+    "heap_factor": "--heap-factor",
+    "first_stage": "--first-stage",
+}
 
 # Seismic build defaults: the library's own, except that document text is not loaded.
 SEISMIC_BUILD_DEFAULTS = {
@@ -145,6 +152,14 @@ def parse_kv_list(text, allowed=None):
     return out
 
 
+def literal(text):
+    """A grid value: a Python literal (number, True) or else the bare word (e.g. exact)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def parse_grid(text, default):
     """'query_cut=5,10;heap_factor=0.9,0.8' -> {'query_cut': [5, 10], 'heap_factor': [0.9, 0.8]}."""
     if not text:
@@ -154,7 +169,7 @@ def parse_grid(text, default):
         key, _, vals = axis.partition("=")
         if key.strip() not in default:
             sys.exit(f"unknown grid axis {key.strip()!r}; known: {', '.join(default)}")
-        grid[key.strip()] = [ast.literal_eval(v.strip()) for v in vals.split(",") if v.strip()]
+        grid[key.strip()] = [literal(v.strip()) for v in vals.split(",") if v.strip()]
     return grid
 
 
@@ -488,7 +503,7 @@ def tandem_sweep(args, grid, pin):
         fd, out_json = tempfile.mkstemp(prefix="tandem-first-stage-", suffix=".json", dir=args.work_dir)
         os.close(fd)
         cmd = [args.tandem_bench, "first-stage", "--index", args.tandem_index,
-               "--queries", args.queries, "--k", str(K), "--threads", "1", "--json", out_json]
+               "--queries", args.queries, "--k", str(K), "--threads", "1", "--exact-ground-truth", "--json", out_json]
         for axis, value in p.items():
             cmd += [TANDEM_FLAGS[axis], str(value)]
         cmd += args.tandem_extra_args
