@@ -50,12 +50,8 @@ fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
         .into_iter()
         .zip(offsets.windows(2))
         .map(|(record, range)| {
-            let mut terms: Vec<(u32, f32)> = record
-                .terms
-                .iter()
-                .filter_map(|(t, w)| index.term_id(t).map(|id| (id, *w)))
-                .collect();
-            terms.sort_unstable_by_key(|t| t.0);
+            let (terms, _) =
+                index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
             let mut values = Vec::new();
             vectors.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
             Query {

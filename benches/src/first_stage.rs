@@ -151,12 +151,8 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
     let queries: Vec<Query> = parse_all(&text, &args.queries.display().to_string())?
         .into_iter()
         .map(|record| {
-            let mut terms: Vec<(u32, f32)> = record
-                .terms
-                .iter()
-                .filter_map(|(t, w)| index.term_id(t).map(|id| (id, *w)))
-                .collect();
-            terms.sort_unstable_by_key(|t| t.0);
+            let (terms, _) =
+                index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
             Query {
                 terms,
                 vectors: None,

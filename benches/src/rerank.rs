@@ -70,12 +70,7 @@ fn load(args: &RerankArgs, index: &Index) -> anyhow::Result<Workload> {
     let offsets = row_offsets(&lens, &args.query_lens)?;
     let mut queries = Vec::with_capacity(records.len());
     for (record, range) in records.iter().zip(offsets.windows(2)) {
-        let mut terms: Vec<(u32, f32)> = record
-            .terms
-            .iter()
-            .filter_map(|(t, w)| index.term_id(t).map(|id| (id, *w)))
-            .collect();
-        terms.sort_unstable_by_key(|t| t.0);
+        let (terms, _) = index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
         let query = Query {
             terms,
             vectors: None,

@@ -184,6 +184,26 @@ impl Index {
         self.term_ids.get(term).copied()
     }
 
+    /// Resolves `(token, weight)` pairs through the vocabulary: the known ones as
+    /// `(term id, weight)` sorted by term id (a fixed order keeps sums reproducible), and the
+    /// number of unknown tokens (dropped).
+    pub fn resolve_terms<'t>(
+        &self,
+        terms: impl IntoIterator<Item = (&'t str, f32)>,
+    ) -> (Vec<(u32, f32)>, usize) {
+        let mut unknown = 0;
+        let mut resolved: Vec<(u32, f32)> = terms
+            .into_iter()
+            .filter_map(|(token, weight)| {
+                let id = self.term_id(token);
+                unknown += usize::from(id.is_none());
+                id.map(|id| (id, weight))
+            })
+            .collect();
+        resolved.sort_unstable_by_key(|t| t.0);
+        (resolved, unknown)
+    }
+
     /// The external id of internal document `doc`.
     pub fn external_id(&self, doc: u32) -> Option<&str> {
         self.doc_ids.get(doc as usize)

@@ -128,8 +128,6 @@ fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u3
             ))
         }
         (None, false) => {
-            let mut terms = Vec::with_capacity(query.sparse_tokens.len());
-            let mut unknown = 0u32;
             for (token, &weight) in &query.sparse_tokens {
                 if !weight.is_finite() || weight < 0.0 {
                     return Err(Error::invalid(
@@ -137,14 +135,10 @@ fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u3
                         format!("weight {weight} must be finite and >= 0"),
                     ));
                 }
-                match index.term_id(token) {
-                    Some(id) => terms.push((id, weight)),
-                    None => unknown += 1,
-                }
             }
-            // Map order is unspecified; a fixed term order keeps scores reproducible.
-            terms.sort_unstable_by_key(|t| t.0);
-            Ok((terms, unknown))
+            let tokens = query.sparse_tokens.iter().map(|(t, &w)| (t.as_str(), w));
+            let (terms, unknown) = index.resolve_terms(tokens);
+            Ok((terms, unknown as u32))
         }
     }
 }
