@@ -24,11 +24,6 @@ impl<'q> MaxSimScorer<'q> {
         }
     }
 
-    /// The kernel in use.
-    pub fn kernel(&self) -> KernelKind {
-        self.kernel
-    }
-
     /// MaxSim of the query against a document: Σ over query tokens of the best dot product with
     /// any of the document's tokens. A document without tokens scores 0.
     pub fn score(&self, doc: DocTokens<'_>) -> f32 {

@@ -129,6 +129,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dim = m.dim,
         codec = %m.vector_codec,
         bytes = index.size_bytes(),
+        first_stage = ?index.default_first_stage(),
+        maxsim_kernel = %tandem_engine::kernels::detect(),
         "index loaded"
     );
     let listener = tokio::net::TcpListener::bind(&args.listen)
