@@ -26,6 +26,8 @@ pub enum Command {
     FirstStage(crate::first_stage::FirstStageArgs),
     /// MaxSim kernel throughput on real candidates (ns/candidate, GFLOP/s, % of FMA peak).
     Rerank(crate::rerank::RerankArgs),
+    /// The CP(α)/EE(β) trade-off over κ: nDCG@10 and rerank work per query.
+    Sweep(crate::sweep::SweepArgs),
 }
 
 /// Arguments of `tandem-bench eval`.
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => gen(&args),
         Command::FirstStage(args) => crate::first_stage::first_stage(&args),
         Command::Rerank(args) => crate::rerank::rerank(&args),
+        Command::Sweep(args) => crate::sweep::sweep(&args),
     }
 }
 

@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod first_stage;
 pub mod rerank;
+pub mod sweep;
 pub mod trec_eval;
