@@ -92,6 +92,7 @@ fn query_loop(c: &mut Criterion) {
         cp_alpha: None,
         ee_beta: None,
         rerank: true,
+        prefetch: false,
     };
     group.bench_function("two_stage_exact_kappa20", |b| {
         b.iter(|| {

@@ -5,6 +5,12 @@
 //! is 2 · n_q · m · dim flops (one multiply-add per query token, document token and dimension).
 //! Throughput is reported as ns per candidate, GFLOP/s, and a share of the single-core f32 FMA
 //! peak measured in the same run (the widest SIMD width available).
+//!
+//! Then, with the detected kernel, hot versus cold and with versus without prefetch: *cold* evicts
+//! the token file from memory (this process's mapping and the page cache) before each query, so
+//! its candidates are read from the disk; *prefetch* asks the kernel to read all of a query's
+//! candidates ahead (`MADV_WILLNEED`) before scoring the first, as the server's `--prefetch`
+//! does. Times include the prefetch requests.
 
 use anyhow::Context;
 use serde_json::json;
@@ -38,6 +44,9 @@ pub struct RerankArgs {
     /// queries: it is two orders of magnitude slower).
     #[arg(long, default_value_t = 10)]
     pub repeat: usize,
+    /// Skip the hot/cold × prefetch comparison.
+    #[arg(long)]
+    pub no_cold: bool,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -174,8 +183,14 @@ pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
         );
         rows.push(json!({"kernel": kind.name(), "codec": "f16", "cache": "hot", "ns_per_candidate": ns, "gflops": gflops, "percent_of_peak": share, "rerank_us_per_query": per_query}));
     }
+    let cache_rows = if args.no_cold {
+        Vec::new()
+    } else {
+        cache_modes(&index, &work, args.kappa)
+    };
     if let Some(path) = &args.json {
         let report = json!({
+            "cache_modes": cache_rows,
             "index": args.index.display().to_string(),
             "queries": work.queries.len(),
             "kappa": args.kappa,
@@ -189,4 +204,59 @@ pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Hot/cold × prefetch with the detected kernel: one pass per mode, per query (cold: evicted
+/// first); returns the JSON rows after printing them.
+fn cache_modes(index: &Index, work: &Workload, kappa: usize) -> Vec<serde_json::Value> {
+    let kind = kernels::detect();
+    let dim = work.dim;
+    println!("\n{kind} kernel, per query of {kappa} candidates:");
+    println!(
+        "{:<6} {:>9} {:>14} {:>16}",
+        "cache", "prefetch", "ns/candidate", "µs/query rerank"
+    );
+    let mut rows = Vec::new();
+    for cold in [false, true] {
+        for prefetch in [false, true] {
+            pass(index, work, kind, work.queries.len()); // warm the index for the hot modes
+            let (mut seconds, mut candidates) = (0.0, 0u64);
+            let mut sink = 0f32;
+            for (values, docs) in &work.queries {
+                if cold {
+                    index.tokens().evict();
+                }
+                let started = Instant::now();
+                if prefetch {
+                    for &doc in docs {
+                        index.tokens().prefetch(doc);
+                    }
+                }
+                for &doc in docs {
+                    if let Some(tokens) = index.tokens().doc(doc) {
+                        sink += kernels::maxsim(
+                            kind,
+                            values,
+                            values.len() / dim,
+                            dim,
+                            tokens.packed,
+                            tokens.tokens,
+                        );
+                        candidates += 1;
+                    }
+                }
+                seconds += started.elapsed().as_secs_f64();
+            }
+            std::hint::black_box(sink);
+            let ns = seconds * 1e9 / candidates.max(1) as f64;
+            let per_query = seconds * 1e6 / work.queries.len().max(1) as f64;
+            let cache = if cold { "cold" } else { "hot" };
+            println!(
+                "{cache:<6} {:>9} {ns:>14.0} {per_query:>16.1}",
+                if prefetch { "on" } else { "off" }
+            );
+            rows.push(json!({"kernel": kind.name(), "cache": cache, "prefetch": prefetch, "ns_per_candidate": ns, "rerank_us_per_query": per_query}));
+        }
+    }
+    rows
 }

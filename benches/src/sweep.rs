@@ -127,6 +127,7 @@ pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
                     cp_alpha: alpha,
                     ee_beta: beta,
                     rerank: true,
+                    prefetch: false,
                 };
                 let (mut rerank_us, mut reranked) = (0u64, 0usize);
                 let mut ranked = Vec::with_capacity(queries.len());

@@ -1,8 +1,10 @@
-//! Read-only memory maps of index files: the one place the engine creates a mapping.
+//! Read-only memory maps of index files: the one place the engine creates a mapping or
+//! advises the kernel about one.
 
 use crate::error::{Error, Result};
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Maps `file` (opened from `path`) read-only.
@@ -13,4 +15,35 @@ pub fn map_file(file: &File, path: &Path) -> Result<Mmap> {
     // tandem writes to a committed index file. A user who edits index files under a running
     // server breaks that contract (documented in ARCHITECTURE.md).
     unsafe { MmapOptions::new().map(file) }.map_err(|e| Error::io(path, e))
+}
+
+/// Asks the kernel to read `len` bytes at `offset` of the mapping ahead (`MADV_WILLNEED`), so a
+/// cold page is on its way before it is touched. Advisory: errors are ignored.
+pub fn will_need(map: &Mmap, offset: usize, len: usize) {
+    let page = page_size();
+    let start = offset / page * page;
+    let end = (offset + len).min(map.len());
+    if start < end {
+        let _ = map.advise_range(Advice::WillNeed, start, end - start);
+    }
+}
+
+/// Drops the mapping's pages from this process and the file's clean pages from the page cache,
+/// so the next reads come from the disk (benchmarks of cold queries). Advisory: errors ignored.
+pub fn evict(map: &Mmap, file: &File) {
+    // SAFETY: `MADV_DONTNEED` on a read-only, shared, file-backed mapping only discards this
+    // process's page table entries; the next access faults the same file contents back in, so
+    // no reader can observe different data (the index files are immutable, see `map_file`).
+    let _ = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) };
+    // SAFETY: plain system call on an open file descriptor; it only drops clean cached pages.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+fn page_size() -> usize {
+    // SAFETY: `sysconf` has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }

@@ -60,6 +60,9 @@ pub struct SearchParams {
     pub ee_beta: Option<usize>,
     /// Rerank by MaxSim (`true`) or return the first stage's top k (`false`).
     pub rerank: bool,
+    /// Ask the kernel to read every candidate's token vectors ahead before scoring the first
+    /// (helps when they are not in memory; costs a system call per candidate when they are).
+    pub prefetch: bool,
 }
 
 /// A query's token vectors: `values.len() / dim` rows of `dim` f32 values.
@@ -155,6 +158,11 @@ impl Index {
         }
 
         let started = Instant::now();
+        if params.prefetch {
+            for candidate in &candidates {
+                self.tokens().prefetch(candidate.id);
+            }
+        }
         let scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
         let mut top = TopK::new(params.k);
         let mut misses = 0usize;

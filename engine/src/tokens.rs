@@ -100,6 +100,22 @@ impl TokenStore {
         Some(DocTokens { tokens, packed })
     }
 
+    /// Asks the kernel to read `doc`'s token vectors ahead (a cold candidate's pages are then on
+    /// their way while earlier candidates are scored).
+    pub fn prefetch(&self, doc: u32) {
+        let pads = self.padded.as_slice();
+        if let (Some(&start), Some(&end)) = (pads.get(doc as usize), pads.get(doc as usize + 1)) {
+            self.vectors
+                .will_need(start as usize * self.dim..end as usize * self.dim);
+        }
+    }
+
+    /// Evicts the token vectors from memory, so the next reads come from the disk (for cold
+    /// benchmarks).
+    pub fn evict(&self) {
+        self.vectors.evict();
+    }
+
     /// Bytes of token vectors stored (padding included).
     pub fn vector_bytes(&self) -> usize {
         self.vectors.len() * std::mem::size_of::<f16>()

@@ -41,6 +41,7 @@ fn params(rerank: bool) -> SearchParams {
         cp_alpha: None,
         ee_beta: None,
         rerank,
+        prefetch: false,
     }
 }
 

@@ -16,6 +16,8 @@ pub struct ServeOptions {
     /// Largest gRPC request message, bytes (responses are not limited: their size follows from
     /// `max_batch` and `max_k`).
     pub max_message_bytes: usize,
+    /// Read candidates' token vectors ahead before reranking (for indexes larger than memory).
+    pub prefetch: bool,
 }
 
 impl Default for ServeOptions {
@@ -26,6 +28,7 @@ impl Default for ServeOptions {
             limits: Limits::default(),
             max_batch: 1024,
             max_message_bytes: 32 << 20,
+            prefetch: true,
         }
     }
 }

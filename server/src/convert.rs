@@ -48,6 +48,7 @@ pub fn prepare(
         cp_alpha: request.cp_alpha,
         ee_beta: request.ee_beta.map(|b| b as usize),
         rerank,
+        prefetch: options.prefetch,
     };
     let query = request
         .query

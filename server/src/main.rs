@@ -54,6 +54,11 @@ struct Args {
     /// Most queries in one SearchBatch call.
     #[arg(long, env = "TANDEM_MAX_BATCH", default_value_t = 1024)]
     max_batch: usize,
+    /// Do not read each query's candidates' token vectors ahead before reranking. Prefetch is
+    /// on by default: ~100× faster reranking of cold (not in memory) candidates, ~4% slower on
+    /// hot ones (one system call per candidate).
+    #[arg(long, env = "TANDEM_NO_PREFETCH")]
+    no_prefetch: bool,
     /// Largest gRPC request message, bytes.
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 32 << 20)]
     max_message_bytes: usize,
@@ -91,6 +96,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         max_batch: args.max_batch,
         max_message_bytes: args.max_message_bytes,
+        prefetch: !args.no_prefetch,
     };
     options
         .validate()

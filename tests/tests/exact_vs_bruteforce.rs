@@ -131,6 +131,7 @@ fn params(k: usize, kappa: usize) -> SearchParams {
         cp_alpha: None,
         ee_beta: None,
         rerank: true,
+        prefetch: false,
     }
 }
 

@@ -157,6 +157,7 @@ pub fn write_array<T: Element>(path: &Path, name: &str, values: &[T]) -> Result<
 /// A memory-mapped array file, validated on open (header, element type, name, length).
 pub struct ArrayFile<T: Element> {
     map: Mmap,
+    file: File,
     len: usize,
     _element: PhantomData<T>,
 }
@@ -209,6 +210,7 @@ impl<T: Element> ArrayFile<T> {
             .map_err(|e| Error::corrupt(path, format!("misaligned data: {e}")))?;
         Ok(ArrayFile {
             map,
+            file,
             len: len as usize,
             _element: PhantomData,
         })
@@ -222,6 +224,21 @@ impl<T: Element> ArrayFile<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Asks the kernel to read elements `range` ahead (see [`crate::mmap::will_need`]).
+    pub fn will_need(&self, range: std::ops::Range<usize>) {
+        let size = std::mem::size_of::<T>();
+        crate::mmap::will_need(
+            &self.map,
+            HEADER_LEN + range.start * size,
+            range.len() * size,
+        );
+    }
+
+    /// Evicts the file from memory (see [`crate::mmap::evict`]); for cold benchmarks.
+    pub fn evict(&self) {
+        crate::mmap::evict(&self.map, &self.file);
     }
 
     /// Whether the array has no elements.
