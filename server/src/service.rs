@@ -128,6 +128,8 @@ impl Search for SearchService {
                 .approx
                 .as_ref()
                 .map_or(0.0, |a| a.query_defaults.heap_factor),
+            bytes_per_token: self.index.tokens().vector_bytes() as f32
+                / manifest.token_count.max(1) as f32,
         }))
     }
 }

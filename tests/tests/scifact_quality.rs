@@ -107,6 +107,12 @@ async fn scifact_matches_reference_numbers() {
         (5183, 30522, 814_584, 128)
     );
     assert_eq!(info.vector_codec, "f16");
+    // 128 f16 values per token, plus the padding of each document's last block of 16.
+    assert!(
+        (256.0..300.0).contains(&info.bytes_per_token),
+        "{}",
+        info.bytes_per_token
+    );
 
     let sparse = run_queries(
         &server.url,
