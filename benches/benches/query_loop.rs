@@ -35,6 +35,7 @@ fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
         out: out.clone(),
         overwrite: false,
         approx: Some(ApproxSettings::default()),
+        codec: tandem_engine::tokens::Codec::F16,
     };
     build_index(&build, &NoProgress).expect("index build");
     let index = Index::open(&out).expect("index");

@@ -103,7 +103,7 @@ fn pass(index: &Index, work: &Workload, kind: KernelKind, queries: usize) -> (f6
         let n_q = values.len() / dim;
         for &doc in docs {
             if let Some(tokens) = index.tokens().doc(doc) {
-                sink += kernels::maxsim(kind, values, n_q, dim, tokens.packed, tokens.tokens);
+                sink += tokens.maxsim(kind, values, n_q, dim);
                 candidates += 1;
                 flops += 2.0 * (n_q * tokens.tokens * dim) as f64;
             }
@@ -181,7 +181,7 @@ pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
             share.map_or("-".to_string(), |s| format!("{s:.1}")),
             per_query
         );
-        rows.push(json!({"kernel": kind.name(), "codec": "f16", "cache": "hot", "ns_per_candidate": ns, "gflops": gflops, "percent_of_peak": share, "rerank_us_per_query": per_query}));
+        rows.push(json!({"kernel": kind.name(), "codec": index.manifest().vector_codec, "cache": "hot", "ns_per_candidate": ns, "gflops": gflops, "percent_of_peak": share, "rerank_us_per_query": per_query}));
     }
     let cache_rows = if args.no_cold {
         Vec::new()
@@ -234,14 +234,7 @@ fn cache_modes(index: &Index, work: &Workload, kappa: usize) -> Vec<serde_json::
                 }
                 for &doc in docs {
                     if let Some(tokens) = index.tokens().doc(doc) {
-                        sink += kernels::maxsim(
-                            kind,
-                            values,
-                            values.len() / dim,
-                            dim,
-                            tokens.packed,
-                            tokens.tokens,
-                        );
+                        sink += tokens.maxsim(kind, values, values.len() / dim, dim);
                         candidates += 1;
                     }
                 }

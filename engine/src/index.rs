@@ -7,7 +7,7 @@ use crate::format::manifest::Manifest;
 use crate::format::{files, strings::StringTable};
 use crate::pipeline::FirstStage;
 use crate::sparse::InvertedIndex;
-use crate::tokens::TokenStore;
+use crate::tokens::{Codec, TokenStore};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,12 +80,12 @@ impl Index {
                 "dim must be > 0 and vocab_size, doc_count must fit in 32 bits",
             ));
         }
-        if manifest.vector_codec != "f16" {
-            return Err(Error::corrupt(
+        let codec = Codec::from_name(&manifest.vector_codec).ok_or_else(|| {
+            Error::corrupt(
                 &manifest_path,
                 format!("vector codec `{}` is not supported", manifest.vector_codec),
-            ));
-        }
+            )
+        })?;
         for name in [
             files::VOCAB_OFFSETS,
             files::VOCAB_BYTES,
@@ -96,7 +96,6 @@ impl Index {
             files::POSTINGS_WEIGHTS,
             files::TOKENS_OFFSETS,
             files::TOKENS_PADDED,
-            files::TOKENS_PACKED,
         ] {
             manifest.file(dir, name)?;
         }
@@ -141,7 +140,14 @@ impl Index {
             }
             None => None,
         };
-        let tokens = TokenStore::open(dir, doc_count, token_count, dim)?;
+        let codec_files: &[&str] = match codec {
+            Codec::F16 => &[files::TOKENS_PACKED],
+            Codec::Int8 => &[files::TOKENS_INT8, files::TOKENS_SCALES],
+        };
+        for name in codec_files {
+            manifest.file(dir, name)?;
+        }
+        let tokens = TokenStore::open(dir, codec, doc_count, token_count, dim)?;
         Ok(Index {
             dir: dir.to_path_buf(),
             manifest,

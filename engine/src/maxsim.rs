@@ -27,13 +27,6 @@ impl<'q> MaxSimScorer<'q> {
     /// MaxSim of the query against a document: Σ over query tokens of the best dot product with
     /// any of the document's tokens. A document without tokens scores 0.
     pub fn score(&self, doc: DocTokens<'_>) -> f32 {
-        kernels::maxsim(
-            self.kernel,
-            self.query,
-            self.rows,
-            self.dim,
-            doc.packed,
-            doc.tokens,
-        )
+        doc.maxsim(self.kernel, self.query, self.rows, self.dim)
     }
 }

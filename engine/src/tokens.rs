@@ -1,42 +1,107 @@
-//! The token-vector store: every document's token vectors as packed f16 blocks (the layout of
-//! [`crate::kernels`]), memory-mapped.
+//! The token-vector store: every document's token vectors in the packed block layout of
+//! [`crate::kernels`], as f16 values or as int8 values with a scale per token, memory-mapped.
 
 use crate::error::{Error, Result};
 use crate::format::array::ArrayFile;
 use crate::format::files;
-use crate::kernels::packed_len;
+use crate::kernels::{self, packed_len, KernelKind};
 use half::f16;
 use std::path::Path;
 
-/// One document's token vectors: `tokens` vectors packed into `packed` (length
-/// `packed_len(tokens, dim)`).
+/// How token vectors are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// IEEE half floats: 2 bytes per value.
+    F16,
+    /// Symmetric int8 per token with one f32 scale per token: 1 byte per value + 4 per token.
+    Int8,
+}
+
+impl Codec {
+    /// The name used on the command line and in the manifest (`f16`, `int8`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::F16 => "f16",
+            Codec::Int8 => "int8",
+        }
+    }
+
+    /// The codec called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name {
+            "f16" => Some(Codec::F16),
+            "int8" => Some(Codec::Int8),
+            _ => None,
+        }
+    }
+}
+
+/// One document's packed values.
+#[derive(Debug, Clone, Copy)]
+pub enum DocData<'a> {
+    /// f16 values (`packed_len(tokens, dim)`).
+    F16(&'a [f16]),
+    /// int8 values (`packed_len(tokens, dim)`) and per-token scales (`packed_scales_len(tokens)`).
+    Int8 {
+        /// The quantized values.
+        values: &'a [i8],
+        /// One scale per (padded) token.
+        scales: &'a [f32],
+    },
+}
+
+/// One document's token vectors.
 #[derive(Debug, Clone, Copy)]
 pub struct DocTokens<'a> {
     /// Number of token vectors.
     pub tokens: usize,
     /// The packed values.
-    pub packed: &'a [f16],
+    pub data: DocData<'a>,
+}
+
+impl DocTokens<'_> {
+    /// MaxSim of `query` (`n_q × dim`, row-major) against this document with kernel `kind`.
+    pub fn maxsim(&self, kind: KernelKind, query: &[f32], n_q: usize, dim: usize) -> f32 {
+        match self.data {
+            DocData::F16(packed) => kernels::maxsim(kind, query, n_q, dim, packed, self.tokens),
+            DocData::Int8 { values, scales } => {
+                kernels::maxsim_int8(kind, query, n_q, dim, values, scales, self.tokens)
+            }
+        }
+    }
+}
+
+enum Storage {
+    F16(ArrayFile<f16>),
+    Int8 {
+        values: ArrayFile<i8>,
+        scales: ArrayFile<f32>,
+    },
 }
 
 /// Token vectors of all documents, documents in order.
 pub struct TokenStore {
     offsets: ArrayFile<u64>,
     padded: ArrayFile<u64>,
-    vectors: ArrayFile<f16>,
+    storage: Storage,
     dim: usize,
 }
 
 impl TokenStore {
-    /// Opens the token files of `dir` and checks their shapes against the manifest's counts:
-    /// every document has at least one token, and its packed extent is its token count rounded
-    /// up to a multiple of 16 (so the kernels' length checks always hold).
-    pub fn open(dir: &Path, doc_count: usize, token_count: usize, dim: usize) -> Result<Self> {
+    /// Opens the token files of `dir` for `codec` and checks their shapes against the
+    /// manifest's counts: every document has at least one token, and its packed extent is its
+    /// token count rounded up to a multiple of 16 (so the kernels' length checks always hold).
+    pub fn open(
+        dir: &Path,
+        codec: Codec,
+        doc_count: usize,
+        token_count: usize,
+        dim: usize,
+    ) -> Result<Self> {
         let offsets_path = dir.join(files::TOKENS_OFFSETS);
         let padded_path = dir.join(files::TOKENS_PADDED);
-        let vectors_path = dir.join(files::TOKENS_PACKED);
         let offsets = ArrayFile::<u64>::open(&offsets_path, files::TOKENS_OFFSETS)?;
         let padded = ArrayFile::<u64>::open(&padded_path, files::TOKENS_PADDED)?;
-        let vectors = ArrayFile::<f16>::open(&vectors_path, files::TOKENS_PACKED)?;
         let offs = offsets.as_slice();
         let ok = offs.len() == doc_count + 1
             && offs.first() == Some(&0)
@@ -64,19 +129,37 @@ impl TokenStore {
             ));
         }
         let padded_total = pads.last().copied().unwrap_or(0) as usize;
-        if Some(vectors.len()) != padded_total.checked_mul(dim) {
-            return Err(Error::corrupt(
-                &vectors_path,
-                format!(
-                    "{} values for {padded_total} padded tokens of dim {dim}",
-                    vectors.len()
-                ),
-            ));
-        }
+        let expect = |path: &Path, len: usize, want: Option<usize>, what: &str| {
+            if Some(len) == want {
+                Ok(())
+            } else {
+                Err(Error::corrupt(
+                    path,
+                    format!("{len} {what} for {padded_total} padded tokens of dim {dim}"),
+                ))
+            }
+        };
+        let storage = match codec {
+            Codec::F16 => {
+                let path = dir.join(files::TOKENS_PACKED);
+                let values = ArrayFile::<f16>::open(&path, files::TOKENS_PACKED)?;
+                expect(&path, values.len(), padded_total.checked_mul(dim), "values")?;
+                Storage::F16(values)
+            }
+            Codec::Int8 => {
+                let path = dir.join(files::TOKENS_INT8);
+                let values = ArrayFile::<i8>::open(&path, files::TOKENS_INT8)?;
+                expect(&path, values.len(), padded_total.checked_mul(dim), "values")?;
+                let scales_path = dir.join(files::TOKENS_SCALES);
+                let scales = ArrayFile::<f32>::open(&scales_path, files::TOKENS_SCALES)?;
+                expect(&scales_path, scales.len(), Some(padded_total), "scales")?;
+                Storage::Int8 { values, scales }
+            }
+        };
         Ok(TokenStore {
             offsets,
             padded,
-            vectors,
+            storage,
             dim,
         })
     }
@@ -86,38 +169,61 @@ impl TokenStore {
         self.dim
     }
 
+    /// The padded token range of `doc`.
+    fn padded_range(&self, doc: u32) -> Option<std::ops::Range<usize>> {
+        let pads = self.padded.as_slice();
+        Some(*pads.get(doc as usize)? as usize..*pads.get(doc as usize + 1)? as usize)
+    }
+
     /// The token vectors of `doc`, or `None` for an id past the end.
     pub fn doc(&self, doc: u32) -> Option<DocTokens<'_>> {
         let d = doc as usize;
         let offs = self.offsets.as_slice();
         let tokens = (offs.get(d + 1)? - offs.get(d)?) as usize;
-        let pads = self.padded.as_slice();
-        let (start, end) = (*pads.get(d)? as usize, *pads.get(d + 1)? as usize);
-        let packed = self
-            .vectors
-            .as_slice()
-            .get(start * self.dim..end * self.dim)?;
-        Some(DocTokens { tokens, packed })
+        let range = self.padded_range(doc)?;
+        let values = range.start * self.dim..range.end * self.dim;
+        let data = match &self.storage {
+            Storage::F16(packed) => DocData::F16(packed.as_slice().get(values)?),
+            Storage::Int8 { values: v, scales } => DocData::Int8 {
+                values: v.as_slice().get(values)?,
+                scales: scales.as_slice().get(range)?,
+            },
+        };
+        Some(DocTokens { tokens, data })
     }
 
     /// Asks the kernel to read `doc`'s token vectors ahead (a cold candidate's pages are then on
     /// their way while earlier candidates are scored).
     pub fn prefetch(&self, doc: u32) {
-        let pads = self.padded.as_slice();
-        if let (Some(&start), Some(&end)) = (pads.get(doc as usize), pads.get(doc as usize + 1)) {
-            self.vectors
-                .will_need(start as usize * self.dim..end as usize * self.dim);
+        if let Some(range) = self.padded_range(doc) {
+            let values = range.start * self.dim..range.end * self.dim;
+            match &self.storage {
+                Storage::F16(packed) => packed.will_need(values),
+                Storage::Int8 { values: v, scales } => {
+                    v.will_need(values);
+                    scales.will_need(range);
+                }
+            }
         }
     }
 
     /// Evicts the token vectors from memory, so the next reads come from the disk (for cold
     /// benchmarks).
     pub fn evict(&self) {
-        self.vectors.evict();
+        match &self.storage {
+            Storage::F16(packed) => packed.evict(),
+            Storage::Int8 { values, scales } => {
+                values.evict();
+                scales.evict();
+            }
+        }
     }
 
-    /// Bytes of token vectors stored (padding included).
+    /// Bytes of token vectors stored (scales and padding included).
     pub fn vector_bytes(&self) -> usize {
-        self.vectors.len() * std::mem::size_of::<f16>()
+        match &self.storage {
+            Storage::F16(packed) => packed.len() * 2,
+            Storage::Int8 { values, scales } => values.len() + scales.len() * 4,
+        }
     }
 }

@@ -28,6 +28,7 @@ fn tiny_index(dir: &std::path::Path) -> Index {
         out: dir.join("index"),
         overwrite: false,
         approx: Some(tandem_engine::approx::ApproxSettings::default()),
+        codec: tandem_engine::tokens::Codec::F16,
     };
     build_index(&config, &NoProgress).unwrap();
     Index::open(&dir.join("index")).unwrap()

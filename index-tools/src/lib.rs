@@ -12,6 +12,7 @@ use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings
 use tandem_engine::build::{build_index, BuildConfig};
 use tandem_engine::format::files;
 use tandem_engine::format::manifest::Manifest;
+use tandem_engine::tokens::Codec;
 use tandem_engine::{Index, Verify};
 
 /// Build, inspect and verify tandem index directories.
@@ -69,6 +70,10 @@ pub struct BuildArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+    /// How token vectors are stored: `f16` (2 bytes per value) or `int8` (1 byte per value and a
+    /// 4-byte scale per token).
+    #[arg(long, value_parser = ["f16", "int8"], default_value = "f16")]
+    pub codec: String,
     /// The first stage to build: `exact` only, or also `approx` (pruned, blocked posting lists
     /// with summaries; then used by default at query time, exact search staying available). The
     /// approximate stage is experimental: on the scifact eval set it is still slower than exact
@@ -132,6 +137,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         token_ids: args.token_ids,
         out: args.out,
         overwrite: args.force,
+        codec: Codec::from_name(&args.codec).unwrap_or(Codec::F16),
         approx: (args.first_stage == "approx").then_some(ApproxSettings {
             build: ApproxBuildParams {
                 n_postings: args.n_postings,

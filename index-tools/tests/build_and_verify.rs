@@ -116,7 +116,10 @@ fn a_valid_build_verifies_and_loads() {
     );
     assert_eq!(index.external_id(1), Some("7"));
     let doc = index.tokens().doc(2).unwrap();
-    assert_eq!((doc.tokens, doc.packed.len()), (3, 16 * DIM));
+    let tandem_engine::tokens::DocData::F16(packed) = doc.data else {
+        panic!("the default codec is f16");
+    };
+    assert_eq!((doc.tokens, packed.len()), (3, 16 * DIM));
     let verify = tandem_index(&[Path::new("verify"), &inputs.out()]);
     assert!(verify.status.success());
     assert!(String::from_utf8_lossy(&verify.stdout).contains("checksums and invariants verified"));

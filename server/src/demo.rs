@@ -95,6 +95,7 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
         out: out.clone(),
         overwrite: false,
         approx: None,
+        codec: tandem_engine::tokens::Codec::F16,
     };
     let summary = build_index(&config, &NoProgress)?;
     tracing::info!(

@@ -34,6 +34,7 @@ fn build(corpus: &Path, out: &Path) {
         out: out.to_path_buf(),
         overwrite: false,
         approx: Some(tandem_engine::approx::ApproxSettings::default()),
+        codec: tandem_engine::tokens::Codec::F16,
     };
     build_index(&config, &NoProgress).unwrap();
 }

@@ -125,6 +125,7 @@ pub fn synthetic_index_with(
             out: index.clone(),
             overwrite: false,
             approx,
+            codec: tandem_engine::tokens::Codec::F16,
         },
         &NoProgress,
     )?;

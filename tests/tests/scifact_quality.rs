@@ -70,28 +70,33 @@ async fn scifact_matches_reference_numbers() {
     let Some(data) = scifact_dir() else { return };
     let work = tempfile::tempdir().unwrap();
     let index = work.path().join("scifact-index");
+    let int8_index = work.path().join("scifact-int8");
     let path = |name: &str| data.join(name).display().to_string();
-    let args = [
-        "tandem-index".to_string(),
-        "build".into(),
-        "--docs".into(),
-        path("docs.jsonl"),
-        "--vectors".into(),
-        path("doc_vectors.npy"),
-        "--lens".into(),
-        path("doc_lens.npy"),
-        "--int8-scale".into(),
-        "1/127".into(),
-        "--vocab".into(),
-        path("vocab.txt"),
-        "--out".into(),
-        index.display().to_string(),
-    ];
-    let cli = tandem_index_tools::Cli::parse_from(args);
-    tokio::task::spawn_blocking(move || tandem_index_tools::run(cli))
-        .await
-        .unwrap()
-        .unwrap();
+    for (out, codec) in [(&index, "f16"), (&int8_index, "int8")] {
+        let args = [
+            "tandem-index".to_string(),
+            "build".into(),
+            "--docs".into(),
+            path("docs.jsonl"),
+            "--vectors".into(),
+            path("doc_vectors.npy"),
+            "--lens".into(),
+            path("doc_lens.npy"),
+            "--int8-scale".into(),
+            "1/127".into(),
+            "--vocab".into(),
+            path("vocab.txt"),
+            "--codec".into(),
+            codec.into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        let cli = tandem_index_tools::Cli::parse_from(args);
+        tokio::task::spawn_blocking(move || tandem_index_tools::run(cli))
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     let server = TestServer::start(&index, ServeOptions::default())
         .await
@@ -144,6 +149,34 @@ async fn scifact_matches_reference_numbers() {
     eprintln!(
         "scifact nDCG@10: sparse-only {:.4}, two-stage κ=50 {:.4}",
         sparse.ndcg_at_10, two_stage.ndcg_at_10
+    );
+    server.stop().await.unwrap();
+
+    // The int8 codec (one byte per value and a scale per token) keeps the two-stage quality.
+    let server = TestServer::start(&int8_index, ServeOptions::default())
+        .await
+        .unwrap();
+    let info = TandemClient::connect(&server.url)
+        .await
+        .unwrap()
+        .index_info()
+        .await
+        .unwrap();
+    assert_eq!(info.vector_codec, "int8");
+    assert!(info.bytes_per_token < 150.0, "{}", info.bytes_per_token);
+    let int8 = run_queries(
+        &server.url,
+        &data,
+        &work.path().join("int8.trec"),
+        50,
+        Some(50),
+        false,
+    )
+    .await;
+    assert!(
+        (int8.ndcg_at_10 - ndcg).abs() <= 0.005,
+        "int8 two-stage κ=50 nDCG@10 {:.4} vs reference {ndcg:.4}",
+        int8.ndcg_at_10
     );
     server.stop().await.unwrap();
 }

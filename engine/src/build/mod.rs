@@ -13,6 +13,7 @@ use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
 use crate::npy::{row_offsets, NpyArray};
+use crate::tokens::Codec;
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub struct BuildConfig {
     pub overwrite: bool,
     /// Build the approximate first stage with these settings (`None`: exact only).
     pub approx: Option<ApproxSettings>,
+    /// How token vectors are stored.
+    pub codec: Codec,
 }
 
 /// Receives progress of a build (a terminal progress bar, or nothing).
@@ -184,16 +187,15 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         files::TOKENS_PADDED,
         &vectors::padded_offsets(&token_offsets),
     )?;
-    let vectors_file = vectors::write_packed(
+    vectors::write_packed(
         &vectors,
         config.int8_scale,
         &token_offsets,
         &docs.ids,
-        &staging.file_path(files::TOKENS_PACKED),
-        files::TOKENS_PACKED,
+        config.codec,
+        &mut staging,
         progress,
     )?;
-    staging.record(files::TOKENS_PACKED, vectors_file);
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -207,7 +209,7 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         token_count: total_tokens,
         posting_count: docs.terms.len() as u64,
         dim: dim as u32,
-        vector_codec: "f16".to_string(),
+        vector_codec: config.codec.name().to_string(),
         build_parameters: build_parameters(config, &vectors),
         approx: approx_manifest,
         files: BTreeMap::new(),

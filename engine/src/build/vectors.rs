@@ -3,12 +3,14 @@
 
 use crate::build::Progress;
 use crate::error::{Error, Result};
-use crate::format::array::{ArrayWriter, WrittenFile};
-use crate::kernels::{pack_doc, packed_len};
+use crate::format::array::ArrayWriter;
+use crate::format::files;
+use crate::format::staging::StagingDir;
+use crate::kernels::{pack_doc, pack_doc_int8, packed_len};
 use crate::npy::{NpyArray, NpyDType};
+use crate::tokens::Codec;
 use half::f16;
 use rayon::prelude::*;
-use std::path::Path;
 
 /// Rows (about) converted per parallel step; a step holds whole documents.
 const ROWS_PER_STEP: usize = 1 << 16;
@@ -36,14 +38,15 @@ pub fn write_packed(
     int8_scale: Option<f32>,
     doc_offsets: &[u64],
     doc_ids: &[String],
-    out: &Path,
-    name: &str,
+    codec: Codec,
+    staging: &mut StagingDir,
     progress: &dyn Progress,
-) -> Result<WrittenFile> {
+) -> Result<()> {
     let (rows, dim) = vectors.matrix_shape()?;
     let padded = padded_offsets(doc_offsets);
-    let total = padded.last().copied().unwrap_or(0) as usize * dim;
-    let mut writer = ArrayWriter::<f16>::create(out, name, total as u64)?;
+    let padded_tokens = padded.last().copied().unwrap_or(0) as usize;
+    let total = padded_tokens * dim;
+    let mut sink = Sink::create(codec, staging, total, padded_tokens)?;
     progress.start("convert token vectors", rows as u64);
     let docs = doc_offsets.len() - 1;
     let mut first = 0;
@@ -54,18 +57,78 @@ pub fn write_packed(
         while last < docs && doc_offsets[last + 1] - start_row <= ROWS_PER_STEP as u64 {
             last += 1;
         }
-        let packed: Vec<Result<Vec<f16>>> = (first..last)
+        let packed: Vec<Result<Packed>> = (first..last)
             .into_par_iter()
-            .map(|doc| pack_one(vectors, int8_scale, doc_offsets, doc_ids, doc, dim))
+            .map(|doc| pack_one(vectors, int8_scale, doc_offsets, doc_ids, doc, dim, codec))
             .collect();
         for doc in packed {
-            writer.push_slice(&doc?)?;
+            sink.push(doc?)?;
         }
         progress.advance(doc_offsets[last] - start_row);
         first = last;
     }
     progress.finish();
-    writer.finish()
+    sink.finish(staging)
+}
+
+/// One document in the stored codec.
+enum Packed {
+    F16(Vec<f16>),
+    Int8(Vec<i8>, Vec<f32>),
+}
+
+/// The files a codec writes. (One exists per build, so the variants' size difference is moot.)
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    F16(ArrayWriter<f16>),
+    Int8(ArrayWriter<i8>, ArrayWriter<f32>),
+}
+
+impl Sink {
+    fn create(codec: Codec, staging: &StagingDir, values: usize, tokens: usize) -> Result<Sink> {
+        Ok(match codec {
+            Codec::F16 => Sink::F16(ArrayWriter::create(
+                &staging.file_path(files::TOKENS_PACKED),
+                files::TOKENS_PACKED,
+                values as u64,
+            )?),
+            Codec::Int8 => Sink::Int8(
+                ArrayWriter::create(
+                    &staging.file_path(files::TOKENS_INT8),
+                    files::TOKENS_INT8,
+                    values as u64,
+                )?,
+                ArrayWriter::create(
+                    &staging.file_path(files::TOKENS_SCALES),
+                    files::TOKENS_SCALES,
+                    tokens as u64,
+                )?,
+            ),
+        })
+    }
+
+    fn push(&mut self, doc: Packed) -> Result<()> {
+        match (self, doc) {
+            (Sink::F16(w), Packed::F16(v)) => w.push_slice(&v),
+            (Sink::Int8(wv, ws), Packed::Int8(v, s)) => {
+                wv.push_slice(&v)?;
+                ws.push_slice(&s)
+            }
+            // pack_one produces the sink's codec by construction.
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(self, staging: &mut StagingDir) -> Result<()> {
+        match self {
+            Sink::F16(w) => staging.record(files::TOKENS_PACKED, w.finish()?),
+            Sink::Int8(wv, ws) => {
+                staging.record(files::TOKENS_INT8, wv.finish()?);
+                staging.record(files::TOKENS_SCALES, ws.finish()?);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Converts and packs one document's rows.
@@ -76,11 +139,12 @@ fn pack_one(
     doc_ids: &[String],
     doc: usize,
     dim: usize,
-) -> Result<Vec<f16>> {
+    codec: Codec,
+) -> Result<Packed> {
     let (start, stop) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
-    let mut values = Vec::new();
-    vectors.rows_f32(start..stop, int8_scale, &mut values);
-    let rows: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+    let mut values_f32 = Vec::new();
+    vectors.rows_f32(start..stop, int8_scale, &mut values_f32);
+    let rows: Vec<f16> = values_f32.iter().map(|&v| f16::from_f32(v)).collect();
     if let Some(i) = rows.iter().position(|h| !h.is_finite()) {
         let row = start + i / dim;
         return Err(Error::bad_input(
@@ -90,13 +154,22 @@ fn pack_one(
                 doc_ids.get(doc).map(String::as_str).unwrap_or("?"),
                 row - start,
                 i % dim,
-                values[i]
+                values_f32[i]
             ),
         ));
     }
-    let mut packed = Vec::with_capacity(packed_len(stop - start, dim));
-    pack_doc(&rows, dim, &mut packed);
-    Ok(packed)
+    Ok(match codec {
+        Codec::F16 => {
+            let mut packed = Vec::with_capacity(packed_len(stop - start, dim));
+            pack_doc(&rows, dim, &mut packed);
+            Packed::F16(packed)
+        }
+        Codec::Int8 => {
+            let (mut values, mut scales) = (Vec::new(), Vec::new());
+            pack_doc_int8(&values_f32, dim, &mut values, &mut scales);
+            Packed::Int8(values, scales)
+        }
+    })
 }
 
 /// Checks the vectors' element type against the `--int8-scale` option.

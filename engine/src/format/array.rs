@@ -31,6 +31,8 @@ pub enum DType {
     F16 = 5,
     /// `u16`
     U16 = 6,
+    /// `i8`
+    I8 = 7,
 }
 
 /// A type that can be stored in an array file.
@@ -41,6 +43,9 @@ pub trait Element: bytemuck::Pod {
 
 impl Element for u8 {
     const DTYPE: DType = DType::U8;
+}
+impl Element for i8 {
+    const DTYPE: DType = DType::I8;
 }
 impl Element for u16 {
     const DTYPE: DType = DType::U16;

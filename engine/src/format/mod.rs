@@ -48,4 +48,8 @@ pub mod files {
     /// Token vectors (`f16`), each document packed in blocks of 16 tokens, dimension-major
     /// within a block (the layout of `crate::kernels`), documents in order.
     pub const TOKENS_PACKED: &str = "tokens.packed";
+    /// With the int8 codec instead of `tokens.packed`: the int8 values in the same layout.
+    pub const TOKENS_INT8: &str = "tokens.int8";
+    /// With the int8 codec: one `f32` scale per padded token (value = q × scale).
+    pub const TOKENS_SCALES: &str = "tokens.scales";
 }

@@ -32,9 +32,16 @@
 //! rounding (each is a sum of f32 products in a different association; see the tests for the
 //! bound). Document values are widened exactly to f32 before use; inputs are expected to be
 //! finite (the index builder checks this).
+//!
+//! # Int8 codec
+//!
+//! [`pack_doc_int8`] stores token vectors as `i8` in the same block layout plus one f32 scale per
+//! token (half the bytes of f16), and [`maxsim_int8`] scores such documents with the same kernels'
+//! tiling; see the [`int8`] module for the layout, the quantization error bound and the kernels.
 
 use half::f16;
 
+pub mod int8;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -45,6 +52,11 @@ mod neon;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_int8;
+
+pub use int8::{maxsim_int8, pack_doc_int8, packed_scales_len, unpack_doc_int8};
 
 /// Tokens per block of the packed layout (one 512-bit register of f32, or two of f16).
 pub const BLOCK: usize = 16;
@@ -246,6 +258,35 @@ fn tiles(n: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
 )]
 fn tokens_in_block(m: usize, b: usize) -> usize {
     (m - b * BLOCK).min(BLOCK)
+}
+
+/// Panics unless `query` is whole rows of `dim` and `doc` is a packed document of `m ≥ 1` tokens
+/// (with `scales`, if given, its per-token scales): the SIMD kernels' own checks, which make their
+/// unchecked reads sound whoever calls them.
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )),
+    allow(dead_code)
+)]
+fn check_kernel_args<T>(query: &[f32], dim: usize, doc: &[T], scales: Option<&[f32]>, m: usize) {
+    assert!(
+        dim > 0 && query.len().is_multiple_of(dim),
+        "maxsim: bad query shape"
+    );
+    assert!(
+        m > 0,
+        "maxsim: the kernels need at least one document token"
+    );
+    assert_eq!(doc.len(), packed_len(m, dim), "maxsim: bad packed length");
+    if let Some(scales) = scales {
+        assert_eq!(
+            scales.len(),
+            packed_scales_len(m),
+            "maxsim: bad scales length"
+        );
+    }
 }
 
 /// Panics unless the arguments of [`maxsim`] describe consistent shapes.

@@ -13,10 +13,10 @@
 use super::*;
 
 /// A small deterministic generator (SplitMix64), enough for test data.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -25,16 +25,16 @@ impl Rng {
     }
 
     /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+    pub(super) fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         lo + (hi - lo) * unit
     }
 
-    fn values(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    pub(super) fn values(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
 
-    fn halves(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f16> {
+    pub(super) fn halves(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f16> {
         (0..n)
             .map(|_| f16::from_f32(self.uniform(lo, hi)))
             .collect()
@@ -110,10 +110,10 @@ fn check_case(query: &[f32], rows: &[f16], dim: usize, what: &str) {
     }
 }
 
-const DIMS: [usize; 9] = [1, 3, 8, 17, 96, 100, 127, 128, 129];
+pub(super) const DIMS: [usize; 9] = [1, 3, 8, 17, 96, 100, 127, 128, 129];
 /// Covers every AVX-512 tile height (1–14) and every AVX2/NEON one (1–6), alone and combined.
-const QUERY_TOKENS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 29, 32];
-const DOC_TOKENS: [usize; 12] = [1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 80, 81];
+pub(super) const QUERY_TOKENS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 29, 32];
+pub(super) const DOC_TOKENS: [usize; 12] = [1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 80, 81];
 
 #[test]
 fn packing_places_every_value_and_zero_pads() {

@@ -1,23 +1,25 @@
-//! x86-64 kernels: AVX-512F, and AVX2 with FMA and F16C.
+//! x86-64 kernels: AVX-512F, and AVX2 with FMA and F16C, over the f16 and the int8 layouts.
 //!
 //! Both work the same way. The query tokens are cut into tiles of a few tokens ([`super::tiles`]);
 //! for each tile, the document's blocks are visited in order and, for each dimension `j`, the
-//! 16 halves of dimension `j` of a block are loaded and widened to f32 (`vcvtph2ps`), and each
-//! query token's value `q[j]` is broadcast and multiplied-added into that token's accumulators.
-//! A tile thus holds tokens × 16 (or 32) dot products in registers, and every widened document
-//! vector feeds one FMA per query token of the tile. When a block is done, its padding lanes are
-//! replaced by −∞ and the dot products are folded into a running per-lane maximum; after the last
-//! block, each query token's maximum is reduced across lanes and added to the total, in query
-//! order.
+//! 16 values of dimension `j` of a block are loaded and widened exactly to f32 (`vcvtph2ps` for
+//! halves, `vpmovsxbd` + `vcvtdq2ps` for int8), and each query token's value `q[j]` is broadcast
+//! and multiplied-added into that token's accumulators. A tile thus holds tokens × 16 (or 32) dot
+//! products in registers, and every widened document vector feeds one FMA per query token of the
+//! tile. When a block is done, int8 dot products are multiplied by the block's 16 token scales,
+//! padding lanes are replaced by −∞ and the dot products are folded into a running per-lane
+//! maximum; after the last block, each query token's maximum is reduced across lanes and added to
+//! the total, in query order. The two layouts share this code through [`Element`], which only
+//! says how 16 (or 8) consecutive values are loaded and widened.
 //!
-//! Safety: the `#[target_feature]` functions are only entered from [`maxsim_avx512`] and
-//! [`maxsim_avx2`], which first check that the CPU has the features (so calling them is sound);
-//! the only other `unsafe` operations are unaligned loads and unchecked reads, each after
-//! explicit checks of the slices' lengths.
+//! Safety: the `#[target_feature]` functions are only entered from the `maxsim_*` functions,
+//! which first check that the CPU has the features (so calling them is sound); the only other
+//! `unsafe` operations are unaligned loads and unchecked reads, each after explicit checks of the
+//! slices' lengths.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::{packed_len, tiles, tokens_in_block, BLOCK};
+use super::{check_kernel_args as check, tiles, tokens_in_block, BLOCK};
 use core::arch::x86_64::*;
 use half::f16;
 
@@ -33,24 +35,69 @@ pub(super) fn avx2_available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// Panics unless `query` is whole rows of `dim` and `doc` is a packed document of `m ≥ 1` tokens.
-fn check(query: &[f32], dim: usize, doc: &[f16], m: usize) {
-    assert!(
-        dim > 0 && query.len().is_multiple_of(dim),
-        "maxsim: bad query shape"
-    );
-    assert!(
-        m > 0,
-        "maxsim: the kernels need at least one document token"
-    );
-    assert_eq!(doc.len(), packed_len(m, dim), "maxsim: bad packed length");
+/// An element type of a packed layout: how the kernels load consecutive values and widen them
+/// (exactly) to f32.
+trait Element: Copy {
+    /// The 16 values at `p`, widened to f32.
+    ///
+    /// # Safety
+    ///
+    /// 16 values must be readable at `p` (no alignment needed), and the CPU must support
+    /// AVX-512F.
+    unsafe fn widen16(p: *const Self) -> __m512;
+
+    /// The 8 values at `p`, widened to f32.
+    ///
+    /// # Safety
+    ///
+    /// 8 values must be readable at `p` (no alignment needed), and the CPU must support AVX2 and
+    /// F16C.
+    unsafe fn widen8(p: *const Self) -> __m256;
 }
 
-/// Expands to a `match` on a run-time tile height, calling `$f::<N>(args)` for each listed `N`.
+impl Element for f16 {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn widen16(p: *const f16) -> __m512 {
+        // SAFETY: the caller guarantees that the 16 halves (32 bytes) at `p` are readable; the
+        // load is unaligned (`loadu`).
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn widen8(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees that the 8 halves (16 bytes) at `p` are readable; the
+        // load is unaligned (`loadu`).
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+    }
+}
+
+impl Element for i8 {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn widen16(p: *const i8) -> __m512 {
+        // SAFETY: the caller guarantees that the 16 bytes at `p` are readable; the load is
+        // unaligned (`loadu`).
+        let bytes = unsafe { _mm_loadu_si128(p.cast()) };
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn widen8(p: *const i8) -> __m256 {
+        // SAFETY: the caller guarantees that the 8 bytes at `p` are readable; `_mm_loadl_epi64`
+        // reads exactly 8 bytes, unaligned.
+        let bytes = unsafe { _mm_loadl_epi64(p.cast()) };
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+    }
+}
+
+/// Expands to a `match` on a run-time tile height, calling `$f::<_, N>(args)` for each listed `N`.
 macro_rules! by_rows {
     ($rows:expr, $f:ident $args:tt, [$($n:literal)*]) => {
         match $rows {
-            $($n => $f::<$n> $args,)*
+            $($n => $f::<_, $n> $args,)*
             rows => unreachable!("tile of {rows} query tokens"),
         }
     };
@@ -71,53 +118,96 @@ const MR_512: usize = 14;
 /// If the CPU lacks AVX-512F, or the shapes are inconsistent.
 pub(super) fn maxsim_avx512(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
     assert!(avx512_available(), "the AVX-512 kernel needs AVX-512F");
-    check(query, dim, doc, m);
+    check(query, dim, doc, None, m);
     // SAFETY: `maxsim512` only requires the `avx512f` target feature (it is otherwise safe: it
     // reads memory only through the checked slices it is given), and the assert above has just
     // established that this CPU supports it.
-    unsafe { maxsim512(query, dim, doc, m) }
+    unsafe { maxsim512(query, dim, doc, None, m) }
 }
 
-/// [`maxsim_avx512`] once the CPU and the shapes have been checked: tile by tile, in query order.
+/// MaxSim with the AVX-512 kernel over a packed int8 document of `m ≥ 1` tokens (`values`, and
+/// `scales` padded to whole blocks); `query` is `n_q × dim` row-major.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, or the shapes are inconsistent.
+pub(super) fn maxsim_int8_avx512(
+    query: &[f32],
+    dim: usize,
+    values: &[i8],
+    scales: &[f32],
+    m: usize,
+) -> f32 {
+    assert!(avx512_available(), "the AVX-512 kernel needs AVX-512F");
+    check(query, dim, values, Some(scales), m);
+    // SAFETY: as in `maxsim_avx512`: the CPU supports AVX-512F, asserted just above.
+    unsafe { maxsim512(query, dim, values, Some(scales), m) }
+}
+
+/// [`maxsim_avx512`] and [`maxsim_int8_avx512`] once the CPU and the shapes have been checked:
+/// tile by tile, in query order.
 #[target_feature(enable = "avx512f")]
-fn maxsim512(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+fn maxsim512<T: Element>(
+    query: &[f32],
+    dim: usize,
+    doc: &[T],
+    scales: Option<&[f32]>,
+    m: usize,
+) -> f32 {
     let mut total = 0.0f32;
     for (first, rows) in tiles(query.len() / dim, MR_512) {
         let q = &query[first * dim..(first + rows) * dim];
         by_rows!(
             rows,
-            tile512(q, dim, doc, m, &mut total),
+            tile512(q, dim, doc, scales, m, &mut total),
             [1 2 3 4 5 6 7 8 9 10 11 12 13 14]
         );
     }
     total
 }
 
-/// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`).
+/// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`). With
+/// `scales`, each block's dot products are multiplied by its 16 token scales.
 #[target_feature(enable = "avx512f")]
-fn tile512<const R: usize>(q: &[f32], dim: usize, doc: &[f16], m: usize, total: &mut f32) {
+fn tile512<T: Element, const R: usize>(
+    q: &[f32],
+    dim: usize,
+    doc: &[T],
+    scales: Option<&[f32]>,
+    m: usize,
+    total: &mut f32,
+) {
     let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
     let block_len = BLOCK * dim;
     let blocks = m.div_ceil(BLOCK);
-    // Lane mask of the real tokens of block `b` (bit i set: token 16·b + i is not padding).
-    let valid = |b: usize| -> __mmask16 { ((1u32 << tokens_in_block(m, b)) - 1) as u16 };
+    // The dot products of block `b` as MaxSim candidates: scaled (int8), and −∞ in the lanes of
+    // padding tokens (whose values and scales may hold anything).
+    let finish = |acc: __m512, b: usize| -> __m512 {
+        // Lane mask of the real tokens of block `b` (bit i set: token 16·b + i is not padding).
+        let valid = ((1u32 << tokens_in_block(m, b)) - 1) as u16;
+        match scales {
+            None => _mm512_mask_blend_ps(valid, neg_inf, acc),
+            Some(scales) => {
+                let scales = &scales[b * BLOCK..(b + 1) * BLOCK];
+                // SAFETY: `scales` holds exactly the 16 f32 of one unaligned 512-bit load.
+                let scales = unsafe { _mm512_loadu_ps(scales.as_ptr()) };
+                _mm512_mask_mul_ps(neg_inf, valid, acc, scales)
+            }
+        }
+    };
     let mut best = [neg_inf; R];
     let mut b = 0;
     while b + 2 <= blocks {
-        let acc = dots512::<R, 2>(q, dim, &doc[b * block_len..(b + 2) * block_len]);
-        let (k0, k1) = (valid(b), valid(b + 1));
+        let acc = dots512::<T, R, 2>(q, dim, &doc[b * block_len..(b + 2) * block_len]);
         for (best, [a0, a1]) in best.iter_mut().zip(acc) {
-            let a0 = _mm512_mask_blend_ps(k0, neg_inf, a0);
-            let a1 = _mm512_mask_blend_ps(k1, neg_inf, a1);
-            *best = _mm512_max_ps(*best, _mm512_max_ps(a0, a1));
+            *best = _mm512_max_ps(*best, _mm512_max_ps(finish(a0, b), finish(a1, b + 1)));
         }
         b += 2;
     }
     if b < blocks {
-        let acc = dots512::<R, 1>(q, dim, &doc[b * block_len..(b + 1) * block_len]);
-        let k0 = valid(b);
+        let acc = dots512::<T, R, 1>(q, dim, &doc[b * block_len..(b + 1) * block_len]);
         for (best, [a0]) in best.iter_mut().zip(acc) {
-            *best = _mm512_max_ps(*best, _mm512_mask_blend_ps(k0, neg_inf, a0));
+            *best = _mm512_max_ps(*best, finish(a0, b));
         }
     }
     for best in best {
@@ -130,10 +220,10 @@ fn tile512<const R: usize>(q: &[f32], dim: usize, doc: &[f16], m: usize, total: 
 /// product of query token `r` with token `i` of block `k`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn dots512<const R: usize, const B: usize>(
+fn dots512<T: Element, const R: usize, const B: usize>(
     q: &[f32],
     dim: usize,
-    blocks: &[f16],
+    blocks: &[T],
 ) -> [[__m512; B]; R] {
     let block_len = BLOCK * dim;
     assert_eq!(q.len(), R * dim);
@@ -142,12 +232,9 @@ fn dots512<const R: usize, const B: usize>(
     for j in 0..dim {
         let mut d = [_mm512_setzero_ps(); B];
         for (k, d) in d.iter_mut().enumerate() {
-            // SAFETY: k < B and j < dim, so the 16 halves (32 bytes) at k·block_len + j·16 end
-            // at most at B·block_len = blocks.len(); the load is unaligned (`loadu`).
-            let halves = unsafe {
-                _mm256_loadu_si256(blocks.as_ptr().add(k * block_len + j * BLOCK).cast())
-            };
-            *d = _mm512_cvtph_ps(halves);
+            // SAFETY: k < B and j < dim, so the 16 values at k·block_len + j·16 end at most at
+            // B·block_len = blocks.len(); this function's target feature is AVX-512F.
+            *d = unsafe { T::widen16(blocks.as_ptr().add(k * block_len + j * BLOCK)) };
         }
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: r < R and j < dim, so r·dim + j < R·dim = q.len().
@@ -176,34 +263,87 @@ const MR_256: usize = 6;
 /// If the CPU lacks AVX2, FMA or F16C, or the shapes are inconsistent.
 pub(super) fn maxsim_avx2(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
     assert!(avx2_available(), "the AVX2 kernel needs AVX2, FMA and F16C");
-    check(query, dim, doc, m);
+    check(query, dim, doc, None, m);
     // SAFETY: `maxsim256` only requires the `avx2`, `fma` and `f16c` target features (it is
     // otherwise safe: it reads memory only through the checked slices it is given), and the
     // assert above has just established that this CPU supports them.
-    unsafe { maxsim256(query, dim, doc, m) }
+    unsafe { maxsim256(query, dim, doc, None, m) }
 }
 
-/// [`maxsim_avx2`] once the CPU and the shapes have been checked: tile by tile, in query order.
+/// MaxSim with the AVX2 kernel over a packed int8 document of `m ≥ 1` tokens (`values`, and
+/// `scales` padded to whole blocks); `query` is `n_q × dim` row-major.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX2, FMA or F16C, or the shapes are inconsistent.
+pub(super) fn maxsim_int8_avx2(
+    query: &[f32],
+    dim: usize,
+    values: &[i8],
+    scales: &[f32],
+    m: usize,
+) -> f32 {
+    assert!(avx2_available(), "the AVX2 kernel needs AVX2, FMA and F16C");
+    check(query, dim, values, Some(scales), m);
+    // SAFETY: as in `maxsim_avx2`: the CPU supports AVX2, FMA and F16C, asserted just above.
+    unsafe { maxsim256(query, dim, values, Some(scales), m) }
+}
+
+/// [`maxsim_avx2`] and [`maxsim_int8_avx2`] once the CPU and the shapes have been checked: tile
+/// by tile, in query order.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn maxsim256(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+fn maxsim256<T: Element>(
+    query: &[f32],
+    dim: usize,
+    doc: &[T],
+    scales: Option<&[f32]>,
+    m: usize,
+) -> f32 {
     let mut total = 0.0f32;
     for (first, rows) in tiles(query.len() / dim, MR_256) {
         let q = &query[first * dim..(first + rows) * dim];
-        by_rows!(rows, tile256(q, dim, doc, m, &mut total), [1 2 3 4 5 6]);
+        by_rows!(
+            rows,
+            tile256(q, dim, doc, scales, m, &mut total),
+            [1 2 3 4 5 6]
+        );
     }
     total
 }
 
-/// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`).
+/// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`). With
+/// `scales`, each block's dot products are multiplied by its 16 token scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile256<const R: usize>(q: &[f32], dim: usize, doc: &[f16], m: usize, total: &mut f32) {
+fn tile256<T: Element, const R: usize>(
+    q: &[f32],
+    dim: usize,
+    doc: &[T],
+    scales: Option<&[f32]>,
+    m: usize,
+    total: &mut f32,
+) {
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
     let block_len = BLOCK * dim;
     let blocks = m.div_ceil(BLOCK);
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut best = [[neg_inf; 2]; R];
     for b in 0..blocks {
-        let mut acc = dots256::<R>(q, dim, &doc[b * block_len..(b + 1) * block_len]);
+        let mut acc = dots256::<T, R>(q, dim, &doc[b * block_len..(b + 1) * block_len]);
+        if let Some(scales) = scales {
+            let scales = &scales[b * BLOCK..(b + 1) * BLOCK];
+            // SAFETY: `scales` holds exactly the 16 f32 of two unaligned 256-bit loads.
+            let scales = unsafe {
+                [
+                    _mm256_loadu_ps(scales.as_ptr()),
+                    _mm256_loadu_ps(scales.as_ptr().add(8)),
+                ]
+            };
+            for acc in acc.iter_mut() {
+                for (acc, scale) in acc.iter_mut().zip(scales) {
+                    *acc = _mm256_mul_ps(*acc, scale);
+                }
+            }
+        }
         let real = tokens_in_block(m, b);
         if real < BLOCK {
             // Lanes of real tokens are all ones (lane < real), padding lanes all zeros.
@@ -237,21 +377,15 @@ fn tile256<const R: usize>(q: &[f32], dim: usize, doc: &[f16], m: usize, total: 
 /// `8·h + i` of the block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dots256<const R: usize>(q: &[f32], dim: usize, block: &[f16]) -> [[__m256; 2]; R] {
+fn dots256<T: Element, const R: usize>(q: &[f32], dim: usize, block: &[T]) -> [[__m256; 2]; R] {
     assert_eq!(q.len(), R * dim);
     assert_eq!(block.len(), BLOCK * dim);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for j in 0..dim {
         let at = block.as_ptr().wrapping_add(j * BLOCK);
-        // SAFETY: j < dim, so the 16 halves (2 × 16 bytes) at j·16 end at most at 16·dim =
-        // block.len(); the loads are unaligned (`loadu`).
-        let (lo, hi) = unsafe {
-            (
-                _mm_loadu_si128(at.cast()),
-                _mm_loadu_si128(at.add(8).cast()),
-            )
-        };
-        let d = [_mm256_cvtph_ps(lo), _mm256_cvtph_ps(hi)];
+        // SAFETY: j < dim, so the 16 values (2 × 8) at j·16 end at most at 16·dim = block.len();
+        // this function's target features are AVX2, FMA and F16C.
+        let d = unsafe { [T::widen8(at), T::widen8(at.add(8))] };
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: r < R and j < dim, so r·dim + j < R·dim = q.len().
             let qv = _mm256_set1_ps(unsafe { *q.get_unchecked(r * dim + j) });
