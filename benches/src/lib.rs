@@ -9,3 +9,4 @@ pub mod first_stage;
 pub mod rerank;
 pub mod sweep;
 pub mod trec_eval;
+pub mod workload;

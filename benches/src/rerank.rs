@@ -12,31 +12,21 @@
 //! candidates ahead (`MADV_WILLNEED`) before scoring the first, as the server's `--prefetch`
 //! does. Times include the prefetch requests.
 
+use crate::workload::{load_queries, QueryFiles};
 use anyhow::Context;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use tandem_engine::jsonl::parse_all;
 use tandem_engine::kernels::{self, KernelKind};
-use tandem_engine::npy::{row_offsets, NpyArray};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Query, Verify};
+use tandem_engine::{Index, Verify};
 
 /// Arguments of `tandem-bench rerank`.
 #[derive(Debug, clap::Args)]
 pub struct RerankArgs {
-    /// The index directory.
-    #[arg(long)]
-    pub index: PathBuf,
-    /// Queries JSONL.
-    #[arg(long)]
-    pub queries: PathBuf,
-    /// Query token vectors (.npy [tokens, dim], float32).
-    #[arg(long)]
-    pub query_vectors: PathBuf,
-    /// Token vectors per query (.npy [queries]).
-    #[arg(long)]
-    pub query_lens: PathBuf,
+    /// The index and query files.
+    #[command(flatten)]
+    pub files: QueryFiles,
     /// Candidates per query.
     #[arg(long, default_value_t = 20)]
     pub kappa: usize,
@@ -59,39 +49,17 @@ struct Workload {
 }
 
 fn load(args: &RerankArgs, index: &Index) -> anyhow::Result<Workload> {
-    let text = std::fs::read_to_string(&args.queries)
-        .with_context(|| format!("cannot read {}", args.queries.display()))?;
-    let records = parse_all(&text, &args.queries.display().to_string())?;
-    let matrix = NpyArray::open(&args.query_vectors)?;
-    let (_, dim) = matrix.matrix_shape()?;
-    anyhow::ensure!(
-        dim == index.dim(),
-        "query vectors have dim {dim}, the index {}",
-        index.dim()
-    );
-    let lens = NpyArray::open(&args.query_lens)?.to_u64_vec()?;
-    anyhow::ensure!(
-        lens.len() == records.len(),
-        "{} token counts for {} queries",
-        lens.len(),
-        records.len()
-    );
-    let offsets = row_offsets(&lens, &args.query_lens)?;
-    let mut queries = Vec::with_capacity(records.len());
-    for (record, range) in records.iter().zip(offsets.windows(2)) {
-        let (terms, _) = index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
-        let query = Query {
-            terms,
-            vectors: None,
-        };
+    let mut queries = Vec::new();
+    for (_, query) in load_queries(&args.files, index)? {
         let candidates = index.first_stage(&query, args.kappa, &FirstStage::Exact)?;
-        let mut values = Vec::new();
-        matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
-        if !values.is_empty() {
-            queries.push((values, candidates.iter().map(|c| c.id).collect()));
+        if let Some(vectors) = query.vectors.filter(|v| !v.values.is_empty()) {
+            queries.push((vectors.values, candidates.iter().map(|c| c.id).collect()));
         }
     }
-    Ok(Workload { queries, dim })
+    Ok(Workload {
+        queries,
+        dim: index.dim(),
+    })
 }
 
 /// One timed pass over `queries`; returns (seconds, candidates, flops).
@@ -115,7 +83,7 @@ fn pass(index: &Index, work: &Workload, kind: KernelKind, queries: usize) -> (f6
 
 /// Runs the benchmark and prints (and optionally writes) the report.
 pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
-    let index = Index::open_with(&args.index, Verify::SkipChecksums)?;
+    let index = Index::open_with(&args.files.index, Verify::SkipChecksums)?;
     let work = load(args, &index)?;
     let peak = KernelKind::ALL
         .iter()
@@ -191,7 +159,7 @@ pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let report = json!({
             "cache_modes": cache_rows,
-            "index": args.index.display().to_string(),
+            "index": args.files.index.display().to_string(),
             "queries": work.queries.len(),
             "kappa": args.kappa,
             "mean_candidate_tokens": mean_tokens,

@@ -6,29 +6,19 @@
 //! the rerank stage per query. "off" disables a rule.
 
 use crate::trec_eval::{evaluate, Qrels, Run};
+use crate::workload::{load_queries, QueryFiles};
 use anyhow::Context;
 use serde_json::json;
 use std::path::PathBuf;
-use tandem_engine::jsonl::parse_all;
-use tandem_engine::npy::{row_offsets, NpyArray};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams, Verify};
+use tandem_engine::{Index, Limits, SearchParams, Verify};
 
 /// Arguments of `tandem-bench sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
-    /// The index directory.
-    #[arg(long)]
-    pub index: PathBuf,
-    /// Queries JSONL.
-    #[arg(long)]
-    pub queries: PathBuf,
-    /// Query token vectors (.npy [tokens, dim], float32).
-    #[arg(long)]
-    pub query_vectors: PathBuf,
-    /// Token vectors per query (.npy [queries]).
-    #[arg(long)]
-    pub query_lens: PathBuf,
+    /// The index and query files.
+    #[command(flatten)]
+    pub files: QueryFiles,
     /// Relevance judgments (TREC qrels).
     #[arg(long)]
     pub qrels: PathBuf,
@@ -62,41 +52,10 @@ fn parse_off<T: std::str::FromStr>(value: &str, what: &str) -> anyhow::Result<Op
         .map_err(|_| anyhow::anyhow!("--{what}: {value:?} is neither `off` nor a number"))
 }
 
-fn load_queries(args: &SweepArgs, index: &Index) -> anyhow::Result<Vec<(String, Query)>> {
-    let text = std::fs::read_to_string(&args.queries)
-        .with_context(|| format!("cannot read {}", args.queries.display()))?;
-    let records = parse_all(&text, &args.queries.display().to_string())?;
-    let matrix = NpyArray::open(&args.query_vectors)?;
-    let (_, dim) = matrix.matrix_shape()?;
-    let lens = NpyArray::open(&args.query_lens)?.to_u64_vec()?;
-    anyhow::ensure!(
-        lens.len() == records.len(),
-        "{} token counts for {} queries",
-        lens.len(),
-        records.len()
-    );
-    let offsets = row_offsets(&lens, &args.query_lens)?;
-    Ok(records
-        .iter()
-        .zip(offsets.windows(2))
-        .map(|(record, range)| {
-            let (terms, _) =
-                index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
-            let mut values = Vec::new();
-            matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
-            let query = Query {
-                terms,
-                vectors: Some(QueryVectors { values, dim }),
-            };
-            (record.id.clone(), query)
-        })
-        .collect())
-}
-
 /// Runs the sweep and prints (and optionally writes) the table.
 pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
-    let index = Index::open_with(&args.index, Verify::SkipChecksums)?;
-    let queries = load_queries(args, &index)?;
+    let index = Index::open_with(&args.files.index, Verify::SkipChecksums)?;
+    let queries = load_queries(&args.files, &index)?;
     let qrels = Qrels::from_path(&args.qrels)?;
     let alphas: Vec<Option<f32>> = args
         .alpha
@@ -169,7 +128,7 @@ pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        let report = json!({"index": args.index.display().to_string(), "queries": queries.len(), "k": args.k, "rows": rows});
+        let report = json!({"index": args.files.index.display().to_string(), "queries": queries.len(), "k": args.k, "rows": rows});
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

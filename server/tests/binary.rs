@@ -49,15 +49,20 @@ fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    (child, forward_lines(stderr))
+}
+
+/// Forwards the lines of `output` (a child's stdout or stderr) to a channel.
+fn forward_lines(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    (child, rx)
+    rx
 }
 
 /// Waits (bounded) for a log line containing `needle`; returns it.
@@ -179,15 +184,7 @@ fn demo_builds_an_index_and_shows_queries() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = forward_lines(child.stdout.take().unwrap());
     wait_for(&rx, "demo queries over gRPC");
     let first_hit = wait_for(&rx, "maxsim");
     assert!(first_hit.contains("doc d"), "{first_hit}");
