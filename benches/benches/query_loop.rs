@@ -94,6 +94,7 @@ fn query_loop(c: &mut Criterion) {
         ee_beta: None,
         rerank: true,
         prefetch: false,
+        fusion: tandem_engine::Fusion::NONE,
     };
     group.bench_function("two_stage_exact_kappa20", |b| {
         b.iter(|| {

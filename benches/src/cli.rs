@@ -28,6 +28,8 @@ pub enum Command {
     Rerank(crate::rerank::RerankArgs),
     /// The CP(α)/EE(β) trade-off over κ: nDCG@10 and rerank work per query.
     Sweep(crate::sweep::SweepArgs),
+    /// Score fusion: nDCG@10 over methods, weights and κ, and the stability of one setting.
+    Fusion(crate::fusion::FusionArgs),
 }
 
 /// Arguments of `tandem-bench eval`.
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FirstStage(args) => crate::first_stage::first_stage(&args),
         Command::Rerank(args) => crate::rerank::rerank(&args),
         Command::Sweep(args) => crate::sweep::sweep(&args),
+        Command::Fusion(args) => crate::fusion::fusion(&args),
     }
 }
 

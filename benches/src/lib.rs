@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod first_stage;
+pub mod fusion;
+pub mod plot;
 pub mod rerank;
 pub mod sweep;
 pub mod trec_eval;

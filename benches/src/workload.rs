@@ -1,10 +1,11 @@
 //! Query files shared by the benchmarks: an index, its queries (JSONL) and their token vectors.
 
+use crate::trec_eval::{evaluate, Metrics, Qrels, Run};
 use anyhow::Context;
 use std::path::PathBuf;
 use tandem_engine::jsonl::parse_all;
 use tandem_engine::npy::{row_offsets, NpyArray};
-use tandem_engine::{Index, Query, QueryVectors};
+use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
 
 /// The index and query files a benchmark runs over.
 #[derive(Debug, clap::Args)]
@@ -61,4 +62,57 @@ pub fn load_queries(files: &QueryFiles, index: &Index) -> anyhow::Result<Vec<(St
             (record.id.clone(), query)
         })
         .collect())
+}
+
+/// The quality and rerank work of one pipeline configuration over a query set.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The run's measures against the qrels.
+    pub metrics: Metrics,
+    /// Candidates scored by MaxSim per query (mean).
+    pub reranked_per_query: f64,
+    /// Microseconds in the rerank stage per query (mean over every timed pass).
+    pub rerank_us_per_query: f64,
+}
+
+/// Runs every query with `params` (`passes` times; the ranking of the first pass is scored)
+/// and measures the result against `qrels`. Limits are lifted so any κ can be measured.
+pub fn measure(
+    index: &Index,
+    queries: &[(String, Query)],
+    qrels: &Qrels,
+    params: &SearchParams,
+    passes: usize,
+) -> anyhow::Result<Measured> {
+    let limits = Limits {
+        max_kappa: usize::MAX,
+        ..Limits::default()
+    };
+    let (mut rerank_us, mut reranked) = (0u64, 0usize);
+    let mut ranked = Vec::with_capacity(queries.len());
+    let passes = passes.max(1);
+    for pass in 0..passes {
+        for (id, query) in queries {
+            let out = index.search(query, params, &limits)?;
+            rerank_us += out.stats.rerank_us;
+            reranked += out.stats.reranked;
+            if pass == 0 {
+                let hits = out
+                    .hits
+                    .iter()
+                    .map(|h| {
+                        let doc = index.external_id(h.doc).unwrap_or_default();
+                        (doc.to_string(), f64::from(h.score))
+                    })
+                    .collect();
+                ranked.push((id.clone(), hits));
+            }
+        }
+    }
+    let runs = (queries.len() * passes).max(1) as f64;
+    Ok(Measured {
+        metrics: evaluate(&Run::from_ranked(ranked), qrels, false),
+        reranked_per_query: reranked as f64 / runs,
+        rerank_us_per_query: rerank_us as f64 / runs,
+    })
 }

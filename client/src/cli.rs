@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-use tandem_proto::v1::FirstStage;
+use tandem_proto::v1::{FirstStage, FusionMethod};
 
 /// Query a tandem server.
 #[derive(Debug, Parser)]
@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every query of a file (with SearchBatch) and write a TREC run.
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// Print what the server has loaded.
     Info {
         /// Server address.
@@ -50,15 +50,24 @@ pub struct SearchArgs {
     /// Results per query (server default 10).
     #[arg(long, default_value_t = 10)]
     pub k: u32,
-    /// Candidates reranked per query (server default max(20, k)).
+    /// Candidates reranked per query (server default max(30, k)).
     #[arg(long)]
     pub kappa: Option<u32>,
-    /// CP(α) candidate pruning.
+    /// CP(α) candidate pruning, in [0, 1] (default: the server's; 1 keeps every candidate).
     #[arg(long)]
     pub cp_alpha: Option<f32>,
-    /// EE(β) early exit.
+    /// EE(β) early exit (default: the server's; 0 turns it off).
     #[arg(long)]
     pub ee_beta: Option<u32>,
+    /// Weight of the sparse score fused with MaxSim (default: the server's; 0: MaxSim alone).
+    #[arg(long = "fusion")]
+    pub fusion_weight: Option<f32>,
+    /// How the two scores are normalised before fusing (default: the server's).
+    #[arg(long, value_parser = ["zscore", "minmax", "rrf"])]
+    pub fusion_method: Option<String>,
+    /// The RRF constant k (default: the server's).
+    #[arg(long)]
+    pub rrf_k: Option<f32>,
     /// Return the first stage's ranking (no MaxSim); query vectors are not needed.
     #[arg(long)]
     pub sparse_only: bool,
@@ -85,7 +94,7 @@ pub struct SearchArgs {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Search(args) => search(args).await.map(|_| ()),
+        Command::Search(args) => search(*args).await.map(|_| ()),
         Command::Info { addr } => {
             let info = TandemClient::connect(&addr).await?.index_info().await?;
             println!("{info:#?}");
@@ -128,6 +137,14 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
         },
         query_cut: args.query_cut,
         heap_factor: args.heap_factor,
+        fusion_method: match args.fusion_method.as_deref() {
+            Some("zscore") => FusionMethod::Zscore,
+            Some("minmax") => FusionMethod::Minmax,
+            Some(_) => FusionMethod::Rrf,
+            None => FusionMethod::Unspecified,
+        },
+        fusion_weight: args.fusion_weight,
+        rrf_k: args.rrf_k,
     };
     let requests = (0..queries.len())
         .map(|i| queries.request(i, &knobs))

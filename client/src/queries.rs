@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use std::path::Path;
 use tandem_engine::jsonl::{parse_all, SparseRecord};
 use tandem_engine::npy::{row_offsets, NpyArray, NpyDType};
-use tandem_proto::v1::{FirstStage, Query, Rerank, SearchRequest, TokenVectors};
+use tandem_proto::v1::{FirstStage, FusionMethod, Query, Rerank, SearchRequest, TokenVectors};
 
 /// Loaded queries, in file order.
 pub struct QuerySet {
@@ -24,10 +24,16 @@ pub struct QueryKnobs {
     pub k: Option<u32>,
     /// Candidates reranked (`None`: server default).
     pub kappa: Option<u32>,
-    /// CP(α).
+    /// CP(α) (`None`: server default; 1 keeps every candidate).
     pub cp_alpha: Option<f32>,
-    /// EE(β).
+    /// EE(β) (`None`: server default; 0 turns early exit off).
     pub ee_beta: Option<u32>,
+    /// Fusion method (`Unspecified`: server default).
+    pub fusion_method: FusionMethod,
+    /// Weight of the sparse score in the fused score (`None`: server default; 0: MaxSim alone).
+    pub fusion_weight: Option<f32>,
+    /// RRF constant (`None`: server default).
+    pub rrf_k: Option<f32>,
     /// Skip reranking (sparse scores only).
     pub sparse_only: bool,
     /// The first stage (`Unspecified`: the index default).
@@ -104,6 +110,9 @@ impl QuerySet {
             first_stage: knobs.first_stage as i32,
             query_cut: knobs.query_cut,
             heap_factor: knobs.heap_factor,
+            fusion_method: knobs.fusion_method as i32,
+            fusion_weight: knobs.fusion_weight,
+            rrf_k: knobs.rrf_k,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod approx;
 pub mod build;
 pub mod error;
 pub mod format;
+pub mod fusion;
 pub mod index;
 pub mod jsonl;
 pub mod kernels;
@@ -26,5 +27,6 @@ pub mod tokens;
 pub mod topk;
 
 pub use error::{Error, Result};
+pub use fusion::{Fusion, FusionMethod};
 pub use index::{Index, Verify};
 pub use pipeline::{Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats};

@@ -1,7 +1,13 @@
-//! The two-stage query path: first stage → CP(α) → MaxSim with EE(β) → top k.
+//! The two-stage query path: first stage → CP(α) → MaxSim with EE(β) → fusion → top k.
+//!
+//! CP(α) looks at sparse scores only, before reranking. EE(β) decides on MaxSim scores as they
+//! are computed (the normalisation of a fused score needs every reranked candidate, so it is not
+//! known while reranking). Fusion, when its weight is positive, then ranks the candidates that
+//! were reranked by `norm(MaxSim) + w · norm(sparse)`, normalised over those candidates.
 
 use crate::approx::ApproxQueryParams;
 use crate::error::{Error, Result};
+use crate::fusion::Fusion;
 use crate::index::Index;
 use crate::maxsim::MaxSimScorer;
 use crate::topk::{Scored, TopK};
@@ -60,6 +66,8 @@ pub struct SearchParams {
     pub ee_beta: Option<usize>,
     /// Rerank by MaxSim (`true`) or return the first stage's top k (`false`).
     pub rerank: bool,
+    /// How the final score combines MaxSim and the sparse score ([`Fusion::NONE`]: MaxSim alone).
+    pub fusion: Fusion,
     /// Ask the kernel to read every candidate's token vectors ahead before scoring the first
     /// (helps when they are not in memory; costs a system call per candidate when they are).
     pub prefetch: bool,
@@ -89,12 +97,15 @@ pub struct Query {
 pub struct Hit {
     /// Internal document id (see [`Index::external_id`]).
     pub doc: u32,
-    /// The final score: MaxSim when reranked, else the sparse score.
+    /// The final score: the fused score when fused, else MaxSim when reranked, else the sparse
+    /// score.
     pub score: f32,
     /// The first-stage sparse score.
     pub sparse_score: f32,
     /// The MaxSim score, when reranked.
     pub maxsim: Option<f32>,
+    /// The fused score, when fusion was applied.
+    pub fused: Option<f32>,
 }
 
 /// What one query did.
@@ -146,6 +157,7 @@ impl Index {
                     score: c.score,
                     sparse_score: c.score,
                     maxsim: None,
+                    fused: None,
                 })
                 .collect();
             return Ok(SearchOutput { hits, stats });
@@ -165,13 +177,14 @@ impl Index {
         }
         let scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
         let mut top = TopK::new(params.k);
+        let mut maxsim = Vec::with_capacity(candidates.len());
         let mut misses = 0usize;
         for (position, candidate) in candidates.iter().enumerate() {
             let score = self
                 .tokens()
                 .doc(candidate.id)
                 .map_or(0.0, |tokens| scorer.score(tokens));
-            stats.reranked += 1;
+            maxsim.push(score);
             // Ids in the top-k are positions in the candidate list: MaxSim ties go to the
             // candidate with the better sparse rank.
             let entered = top.push(Scored {
@@ -187,19 +200,36 @@ impl Index {
                 }
             }
         }
-        let hits = top
-            .into_sorted_vec()
-            .into_iter()
-            .map(|s| {
-                let candidate = candidates[s.id as usize];
-                Hit {
-                    doc: candidate.id,
-                    score: s.score,
-                    sparse_score: candidate.score,
-                    maxsim: Some(s.score),
-                }
-            })
-            .collect();
+        stats.reranked = maxsim.len();
+        let hit = |s: Scored, fused: Option<f32>| {
+            let candidate = candidates[s.id as usize];
+            Hit {
+                doc: candidate.id,
+                score: s.score,
+                sparse_score: candidate.score,
+                maxsim: Some(maxsim[s.id as usize]),
+                fused,
+            }
+        };
+        let hits = if params.fusion.is_active() {
+            let sparse: Vec<f32> = candidates[..maxsim.len()].iter().map(|c| c.score).collect();
+            let mut top = TopK::new(params.k);
+            for (position, score) in params.fusion.fuse(&maxsim, &sparse).into_iter().enumerate() {
+                top.push(Scored {
+                    id: position as u32,
+                    score,
+                });
+            }
+            top.into_sorted_vec()
+                .into_iter()
+                .map(|s| hit(s, Some(s.score)))
+                .collect()
+        } else {
+            top.into_sorted_vec()
+                .into_iter()
+                .map(|s| hit(s, None))
+                .collect()
+        };
         stats.rerank_us = started.elapsed().as_micros() as u64;
         Ok(SearchOutput { hits, stats })
     }
@@ -270,6 +300,7 @@ impl Index {
         if params.ee_beta == Some(0) {
             return Err(Error::invalid("ee_beta", "must be >= 1"));
         }
+        params.fusion.validate()?;
         if query.terms.len() > limits.max_query_terms {
             return Err(Error::invalid(
                 "query.sparse",
@@ -365,6 +396,18 @@ impl Index {
         }
         Ok(())
     }
+}
+
+/// Parses a knob that can be switched off, as command lines spell it: `off` is `None`, anything
+/// else must parse as a `T`.
+pub fn parse_off<T: std::str::FromStr>(value: &str) -> std::result::Result<Option<T>, String> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{value:?} is neither `off` nor a number"))
 }
 
 /// CP(α): how many of the (sparse-sorted) candidates to keep, given k. The first k are always

@@ -10,6 +10,11 @@
 //! - `docs.jsonl`: `{"id": "d0000000", "vector": {"w00017": 0.1234, ...}}`, terms in
 //!   ascending token id order, weights rounded to 4 decimals and > 0.
 //! - `queries.jsonl`: `{"id": "q000000", "vector": {...}}`, same format.
+//! - `qrels.trec`: TREC relevance judgments, `qid 0 docid 1`: a document is relevant to a
+//!   query when both were drawn from the same topic (below), so quality measures
+//!   (nDCG@10, recall) can be computed on a synthetic corpus too. Topics have `docs / K`
+//!   documents on average, so with few documents some queries have no relevant one (they
+//!   are then absent from the file, as trec_eval expects).
 //! - with a dimension `D`: `doc_vectors.npy` (`<f2`, `[total_doc_tokens, D]`),
 //!   `doc_lens.npy` (`<u4`, `[docs]`), `query_vectors.npy` (`<f4`,
 //!   `[total_query_tokens, D]`), `query_lens.npy` (`<u4`, `[queries]`); NPY v1.0,
@@ -184,6 +189,7 @@ pub fn generate(config: &SynthConfig, out: &Path, progress: &dyn Fn(u64)) -> Res
 
     let docs = ItemKind::Doc.run(config, &model, out, progress)?;
     let queries = ItemKind::Query.run(config, &model, out, &|_| {})?;
+    write_qrels(config, &out.join("qrels.trec"))?;
     Ok(SynthSummary {
         docs: config.docs,
         queries: config.queries,
@@ -675,6 +681,40 @@ impl ItemKind {
     }
 }
 
+/// The topic of item `index` of a kind: the first draw of its terms generator (see
+/// [`ItemKind::generate_chunk`]).
+fn item_topic(seed: u64, terms_stream: u64, index: usize) -> usize {
+    stream_rng(seed, terms_stream, index as u64).random_range(0..NUM_TOPICS)
+}
+
+/// Writes `qrels.trec`: for each query, in order, every document of its topic, in id order.
+fn write_qrels(config: &SynthConfig, path: &Path) -> Result<()> {
+    let (doc, query) = (ItemKind::Doc.params(), ItemKind::Query.params());
+    let doc_topics: Vec<u16> = (0..config.docs)
+        .into_par_iter()
+        .map(|i| item_topic(config.seed, doc.terms_stream, i) as u16)
+        .collect();
+    let mut by_topic: Vec<Vec<u32>> = vec![Vec::new(); NUM_TOPICS];
+    for (i, &topic) in doc_topics.iter().enumerate() {
+        by_topic[usize::from(topic)].push(i as u32);
+    }
+    let mut sink = Sink::create(path.to_path_buf())?;
+    let mut line = Vec::new();
+    for q in 0..config.queries {
+        line.clear();
+        for &d in &by_topic[item_topic(config.seed, query.terms_stream, q)] {
+            line.push(query.prefix);
+            push_padded(&mut line, q as u64, query.id_width);
+            line.extend_from_slice(b" 0 ");
+            line.push(doc.prefix);
+            push_padded(&mut line, u64::from(d), doc.id_width);
+            line.extend_from_slice(b" 1\n");
+        }
+        sink.write(&line)?;
+    }
+    sink.finish()
+}
+
 /// A buffered output file that names its path in every error.
 struct Sink {
     path: PathBuf,
@@ -1010,11 +1050,28 @@ mod tests {
             .into_iter()
             .map(|d| d.into_iter().collect())
             .collect();
-        for q in parse("queries.jsonl") {
+        // The qrels: a query's relevant documents are those of its topic.
+        let mut relevant: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for line in String::from_utf8(read(dir.path(), "qrels.trec"))
+            .unwrap()
+            .lines()
+        {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!((f.len(), f[1], f[3]), (4, "0", "1"), "{line}");
+            let doc: usize = f[2].trim_start_matches('d').parse().unwrap();
+            relevant.entry(f[0].to_string()).or_default().push(doc);
+        }
+        let mut top_is_relevant = 0;
+        for (i, q) in parse("queries.jsonl").into_iter().enumerate() {
             let mut scores: Vec<f64> = docs
                 .iter()
                 .map(|d| q.iter().map(|(t, w)| w * d.get(t).unwrap_or(&0.0)).sum())
                 .collect();
+            let best = (0..scores.len())
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                .unwrap();
+            let qid = format!("q{i:06}");
+            top_is_relevant += usize::from(relevant.get(&qid).is_some_and(|r| r.contains(&best)));
             scores.sort_by(|a, b| b.total_cmp(a));
             let median = scores[scores.len() / 2];
             assert!(
@@ -1024,6 +1081,8 @@ mod tests {
                 median
             );
         }
+        // ~3 documents per topic here: most queries' best match is one of them.
+        assert!(top_is_relevant >= 15, "{top_is_relevant} of 20");
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn params(rerank: bool) -> SearchParams {
         ee_beta: None,
         rerank,
         prefetch: false,
+        fusion: tandem_engine::Fusion::NONE,
     }
 }
 

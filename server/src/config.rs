@@ -1,6 +1,6 @@
 //! Server options: query defaults and limits.
 
-use tandem_engine::Limits;
+use tandem_engine::{Fusion, Limits};
 
 /// What the service applies to every call.
 #[derive(Debug, Clone)]
@@ -9,6 +9,14 @@ pub struct ServeOptions {
     pub default_k: usize,
     /// `kappa` when a request does not set it (raised to `k` when smaller).
     pub default_kappa: usize,
+    /// CP(α) when a request does not set `cp_alpha` (`None`: off).
+    pub default_cp_alpha: Option<f32>,
+    /// EE(β) when a request does not set `ee_beta` (`None`: off).
+    pub default_ee_beta: Option<usize>,
+    /// Fusion method and weight for what a request leaves out.
+    pub default_fusion: Fusion,
+    /// The RRF constant when a request uses RRF without giving one.
+    pub default_rrf_k: f32,
     /// Per-query limits.
     pub limits: Limits,
     /// Most requests in one SearchBatch call.
@@ -24,7 +32,11 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             default_k: 10,
-            default_kappa: 20,
+            default_kappa: 30,
+            default_cp_alpha: None,
+            default_ee_beta: None,
+            default_fusion: Fusion::DEFAULT,
+            default_rrf_k: tandem_engine::fusion::DEFAULT_RRF_K,
             limits: Limits::default(),
             max_batch: 1024,
             max_message_bytes: 32 << 20,
@@ -45,6 +57,23 @@ impl ServeOptions {
                 "--default-kappa must be <= --max-kappa",
             ),
             (l.max_k <= l.max_kappa, "--max-k must be <= --max-kappa"),
+            (
+                self.default_cp_alpha
+                    .is_none_or(|a| (0.0..=1.0).contains(&a)),
+                "--default-cp-alpha must be in [0, 1] (or off)",
+            ),
+            (
+                self.default_ee_beta.is_none_or(|b| b >= 1),
+                "--default-ee-beta must be >= 1 (or off)",
+            ),
+            (
+                self.default_fusion.weight.is_finite() && self.default_fusion.weight >= 0.0,
+                "--default-fusion-weight must be finite and >= 0",
+            ),
+            (
+                self.default_rrf_k.is_finite() && self.default_rrf_k > 0.0,
+                "--default-rrf-k must be finite and > 0",
+            ),
             (self.max_batch >= 1, "--max-batch must be >= 1"),
             (l.max_query_tokens >= 1, "--max-query-tokens must be >= 1"),
             (l.max_query_terms >= 1, "--max-query-terms must be >= 1"),

@@ -4,7 +4,9 @@ use crate::config::ServeOptions;
 use half::f16;
 use tandem_engine::approx::ApproxQueryParams;
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Error, Index, Query, QueryVectors, Result, SearchOutput, SearchParams};
+use tandem_engine::{
+    Error, Fusion, FusionMethod, Index, Query, QueryVectors, Result, SearchOutput, SearchParams,
+};
 use tandem_proto::v1::{self, Rerank};
 
 /// A request in engine terms.
@@ -45,10 +47,15 @@ pub fn prepare(
         first_stage,
         k,
         kappa,
-        cp_alpha: request.cp_alpha,
-        ee_beta: request.ee_beta.map(|b| b as usize),
+        cp_alpha: request.cp_alpha.or(options.default_cp_alpha),
+        ee_beta: match request.ee_beta {
+            Some(0) => None,
+            Some(beta) => Some(beta as usize),
+            None => options.default_ee_beta,
+        },
         rerank,
         prefetch: options.prefetch,
+        fusion: fusion(options, &request)?,
     };
     let query = request
         .query
@@ -64,6 +71,33 @@ pub fn prepare(
         unknown_tokens,
         query_id: request.query_id,
     })
+}
+
+/// The requested fusion, with the server's defaults for what the request leaves out.
+fn fusion(options: &ServeOptions, request: &v1::SearchRequest) -> Result<Fusion> {
+    let defaults = options.default_fusion;
+    let rrf_k = request.rrf_k.unwrap_or(options.default_rrf_k);
+    let method = match v1::FusionMethod::try_from(request.fusion_method) {
+        Ok(v1::FusionMethod::Unspecified) => match defaults.method {
+            FusionMethod::Rrf { .. } => FusionMethod::Rrf { k: rrf_k },
+            other => other,
+        },
+        Ok(v1::FusionMethod::Zscore) => FusionMethod::ZScore,
+        Ok(v1::FusionMethod::Minmax) => FusionMethod::MinMax,
+        Ok(v1::FusionMethod::Rrf) => FusionMethod::Rrf { k: rrf_k },
+        Err(_) => {
+            return Err(Error::invalid(
+                "fusion_method",
+                format!("unknown value {}", request.fusion_method),
+            ))
+        }
+    };
+    let fusion = Fusion {
+        method,
+        weight: request.fusion_weight.unwrap_or(defaults.weight),
+    };
+    fusion.validate()?;
+    Ok(fusion)
 }
 
 /// The requested first stage, with the index's defaults for what the request leaves out.
@@ -190,6 +224,7 @@ pub fn response(index: &Index, prepared: &Prepared, output: SearchOutput) -> v1:
             score: hit.score,
             sparse_score: hit.sparse_score,
             maxsim_score: hit.maxsim,
+            fused_score: hit.fused,
         })
         .collect();
     let s = output.stats;

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tandem_engine::{Index, Limits, Verify};
+use tandem_engine::pipeline::parse_off;
+use tandem_engine::{Fusion, FusionMethod, Index, Limits, Verify};
 use tandem_server::config::ServeOptions;
 
 /// Serve a tandem index over gRPC.
@@ -37,8 +38,24 @@ struct Args {
     #[arg(long, env = "TANDEM_DEFAULT_K", default_value_t = 10)]
     default_k: usize,
     /// kappa when a request does not set it (at least k).
-    #[arg(long, env = "TANDEM_DEFAULT_KAPPA", default_value_t = 20)]
+    #[arg(long, env = "TANDEM_DEFAULT_KAPPA", default_value_t = 30)]
     default_kappa: usize,
+    /// CP(α) when a request does not set cp_alpha: a number in [0, 1], or `off`.
+    #[arg(long, env = "TANDEM_DEFAULT_CP_ALPHA", default_value = "off", value_parser = parse_off::<f32>)]
+    default_cp_alpha: std::option::Option<f32>,
+    /// EE(β) when a request does not set ee_beta: a number >= 1, or `off`.
+    #[arg(long, env = "TANDEM_DEFAULT_EE_BETA", default_value = "off", value_parser = parse_off::<usize>)]
+    default_ee_beta: std::option::Option<usize>,
+    /// Fusion method when a request does not set one.
+    #[arg(long, env = "TANDEM_DEFAULT_FUSION_METHOD", default_value = Fusion::DEFAULT.method.name(), value_parser = ["zscore", "minmax", "rrf"])]
+    default_fusion_method: String,
+    /// Weight of the sparse score in the fused score when a request does not set one (0: MaxSim
+    /// alone). The default comes from `tandem-bench fusion` on the scifact eval set (README).
+    #[arg(long, env = "TANDEM_DEFAULT_FUSION_WEIGHT", default_value_t = Fusion::DEFAULT.weight)]
+    default_fusion_weight: f32,
+    /// RRF constant k when a request uses RRF without one.
+    #[arg(long, env = "TANDEM_DEFAULT_RRF_K", default_value_t = tandem_engine::fusion::DEFAULT_RRF_K)]
+    default_rrf_k: f32,
     /// Largest k a request may ask for.
     #[arg(long, env = "TANDEM_MAX_K", default_value_t = 1000)]
     max_k: usize,
@@ -84,10 +101,21 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let options = ServeOptions {
+/// The service options the flags describe.
+fn serve_options(args: &Args) -> anyhow::Result<ServeOptions> {
+    Ok(ServeOptions {
         default_k: args.default_k,
         default_kappa: args.default_kappa,
+        default_cp_alpha: args.default_cp_alpha,
+        default_ee_beta: args.default_ee_beta,
+        default_fusion: Fusion {
+            method: FusionMethod::from_name(&args.default_fusion_method, args.default_rrf_k)
+                .with_context(|| {
+                    format!("unknown fusion method {:?}", args.default_fusion_method)
+                })?,
+            weight: args.default_fusion_weight,
+        },
+        default_rrf_k: args.default_rrf_k,
         limits: Limits {
             max_k: args.max_k,
             max_kappa: args.max_kappa,
@@ -97,7 +125,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_batch: args.max_batch,
         max_message_bytes: args.max_message_bytes,
         prefetch: !args.no_prefetch,
-    };
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let options = serve_options(&args)?;
     options
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -161,4 +193,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let args = Args::parse_from(["tandem-server", "--index", "idx"]);
+        let options = serve_options(&args).unwrap();
+        let defaults = ServeOptions::default();
+        assert_eq!(format!("{options:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn off_switches_and_fusion_flags_parse() {
+        let args = Args::parse_from([
+            "tandem-server",
+            "--index",
+            "idx",
+            "--default-cp-alpha",
+            "0.1",
+            "--default-ee-beta",
+            "off",
+            "--default-fusion-method",
+            "rrf",
+            "--default-rrf-k",
+            "20",
+        ]);
+        let options = serve_options(&args).unwrap();
+        assert_eq!(options.default_cp_alpha, Some(0.1));
+        assert_eq!(options.default_ee_beta, None);
+        assert_eq!(options.default_fusion.method, FusionMethod::Rrf { k: 20.0 });
+        assert!(
+            Args::try_parse_from(["tandem-server", "--index", "i", "--default-ee-beta", "x"])
+                .is_err()
+        );
+    }
 }

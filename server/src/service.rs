@@ -130,6 +130,11 @@ impl Search for SearchService {
                 .map_or(0.0, |a| a.query_defaults.heap_factor),
             bytes_per_token: self.index.tokens().vector_bytes() as f32
                 / manifest.token_count.max(1) as f32,
+            default_cp_alpha: options.default_cp_alpha,
+            default_ee_beta: options.default_ee_beta.map(saturate),
+            default_fusion_method: options.default_fusion.method.name().to_string(),
+            default_fusion_weight: options.default_fusion.weight,
+            default_rrf_k: options.default_rrf_k,
         }))
     }
 }

@@ -230,13 +230,28 @@ async fn each_class_of_bad_request_is_refused_with_its_field() {
         &["cp_alpha"],
     )
     .await;
+    // Fusion: an unknown method, a negative or non-finite weight, a non-positive RRF constant.
     expect_error(
         &mut f,
-        knobs(&|r| r.ee_beta = Some(0)),
+        knobs(&|r| r.fusion_method = 7),
         Code::InvalidArgument,
-        &["ee_beta", ">= 1"],
+        &["fusion_method", "unknown value 7"],
     )
     .await;
+    for weight in [-0.5, f32::NAN, f32::INFINITY] {
+        expect_error(
+            &mut f,
+            knobs(&|r| r.fusion_weight = Some(weight)),
+            Code::InvalidArgument,
+            &["fusion_weight", "finite and >= 0"],
+        )
+        .await;
+    }
+    let r = knobs(&|r| {
+        r.fusion_method = tandem_proto::v1::FusionMethod::Rrf as i32;
+        r.rrf_k = Some(0.0);
+    });
+    expect_error(&mut f, r, Code::InvalidArgument, &["rrf_k", "> 0"]).await;
     expect_error(
         &mut f,
         knobs(&|r| r.rerank = 9),

@@ -1,7 +1,8 @@
 //! The engine against plain reference computations on a synthetic corpus: exact sparse
 //! retrieval equals brute force (same documents, same scores, same order), the two-stage
 //! pipeline equals MaxSim computed by a naive loop over the first stage's candidates, CP/EE
-//! follow their definitions, and the gRPC service returns exactly what the engine returns.
+//! follow their definitions, fusion equals its formulas computed here in f64, and the gRPC
+//! service returns exactly what the engine returns.
 
 use half::f16;
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use tandem_client::TandemClient;
 use tandem_engine::jsonl::parse_all;
 use tandem_engine::npy::NpyArray;
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Fusion, FusionMethod, Index, Limits, Query, QueryVectors, SearchParams};
 use tandem_server::config::ServeOptions;
 use tandem_tests::{synthetic_index, TestServer};
 
@@ -132,6 +133,7 @@ fn params(k: usize, kappa: usize) -> SearchParams {
         ee_beta: None,
         rerank: true,
         prefetch: false,
+        fusion: Fusion::NONE,
     }
 }
 
@@ -246,6 +248,175 @@ fn two_stage_equals_naive_maxsim_rerank_with_cp_and_ee() {
     );
 }
 
+/// The reference fused scores of candidates with MaxSim scores `maxsim` and sparse scores
+/// `sparse`, written from the formulas: norm(MaxSim) + w · norm(sparse).
+fn reference_fusion(method: FusionMethod, w: f64, maxsim: &[f64], sparse: &[f64]) -> Vec<f64> {
+    let norm = |x: &[f64]| -> Vec<f64> {
+        let n = x.len() as f64;
+        match method {
+            FusionMethod::ZScore => {
+                let mean = x.iter().sum::<f64>() / n;
+                let std = (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
+                x.iter()
+                    .map(|v| if std > 0.0 { (v - mean) / std } else { 0.0 })
+                    .collect()
+            }
+            FusionMethod::MinMax => {
+                let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                x.iter()
+                    .map(|v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+                    .collect()
+            }
+            FusionMethod::Rrf { k } => x
+                .iter()
+                .map(|v| {
+                    // Rank = 1 + the number of strictly larger values (ties share a rank).
+                    let rank = 1 + x.iter().filter(|o| *o > v).count();
+                    1.0 / (f64::from(k) + rank as f64)
+                })
+                .collect(),
+        }
+    };
+    let (a, b) = (norm(maxsim), norm(sparse));
+    a.iter().zip(&b).map(|(a, b)| a + w * b).collect()
+}
+
+#[test]
+fn fusion_equals_the_reference_formulas_and_weight_zero_is_maxsim_alone() {
+    let synth = synthetic_index(1000, 25, 24, 5).unwrap();
+    let c = load(&synth);
+    let limits = Limits::default();
+    let (k, kappa) = (10, 30);
+    let mut reordered = 0;
+    for i in 0..c.queries.len() {
+        let query = engine_query(&c, i);
+        let candidates: Vec<(u32, f32)> = brute_force_sparse(&c, &query)
+            .into_iter()
+            .take(kappa)
+            .collect();
+        let qv = &query.vectors.as_ref().unwrap().values;
+        let maxsim: Vec<f64> = candidates
+            .iter()
+            .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
+            .collect();
+        let sparse: Vec<f64> = candidates.iter().map(|c| f64::from(c.1)).collect();
+        let plain = c.index.search(&query, &params(k, kappa), &limits).unwrap();
+
+        // w = 0 is MaxSim alone, hit for hit, whatever the method.
+        for method in [FusionMethod::ZScore, FusionMethod::Rrf { k: 60.0 }] {
+            let p = SearchParams {
+                fusion: Fusion {
+                    method,
+                    weight: 0.0,
+                },
+                ..params(k, kappa)
+            };
+            let got = c.index.search(&query, &p, &limits).unwrap();
+            assert_eq!(got.hits, plain.hits);
+        }
+
+        for (method, weight) in [
+            (FusionMethod::ZScore, 0.3),
+            (FusionMethod::MinMax, 0.5),
+            (FusionMethod::Rrf { k: 60.0 }, 1.0),
+        ] {
+            let fused = reference_fusion(method, weight, &maxsim, &sparse);
+            let p = SearchParams {
+                fusion: Fusion {
+                    method,
+                    weight: weight as f32,
+                },
+                ..params(k, kappa)
+            };
+            let got = c.index.search(&query, &p, &limits).unwrap();
+            let mut order: Vec<usize> = (0..candidates.len()).collect();
+            order.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]).then(a.cmp(&b)));
+            assert_eq!(got.hits.len(), k);
+            for (rank, hit) in got.hits.iter().enumerate() {
+                let position = candidates.iter().position(|(d, _)| *d == hit.doc).unwrap();
+                let score = f64::from(hit.fused.unwrap());
+                assert_eq!(hit.score, hit.fused.unwrap());
+                assert!(
+                    (score - fused[position]).abs() < 1e-4,
+                    "query {i} {method:?}"
+                );
+                // Near-ties may swap under float rounding; the score at each rank must agree.
+                assert!(
+                    (score - fused[order[rank]]).abs() < 1e-4,
+                    "query {i} {method:?} rank {rank}"
+                );
+                assert!((f64::from(hit.maxsim.unwrap()) - maxsim[position]).abs() < 1e-4);
+                assert_eq!(hit.sparse_score, candidates[position].1);
+            }
+            let docs = |o: &tandem_engine::SearchOutput| -> Vec<u32> {
+                o.hits.iter().map(|h| h.doc).collect()
+            };
+            reordered += usize::from(docs(&got) != docs(&plain));
+        }
+    }
+    assert!(
+        reordered > 0,
+        "fusion never changed a ranking: the test would not see it ignored"
+    );
+}
+
+#[test]
+fn fusion_normalises_over_the_candidates_early_exit_reranked() {
+    let synth = synthetic_index(1200, 30, 32, 11).unwrap();
+    let c = load(&synth);
+    let (k, kappa, beta) = (10, 40, 2);
+    let fusion = Fusion {
+        method: FusionMethod::ZScore,
+        weight: 0.5,
+    };
+    let mut stopped = 0;
+    for i in 0..c.queries.len() {
+        let query = engine_query(&c, i);
+        let p = SearchParams {
+            ee_beta: Some(beta),
+            fusion,
+            ..params(k, kappa)
+        };
+        let got = c.index.search(&query, &p, &Limits::default()).unwrap();
+        // EE decides on MaxSim alone: it reranks what it reranks without fusion.
+        let plain = SearchParams {
+            fusion: Fusion::NONE,
+            ..p
+        };
+        let plain = c.index.search(&query, &plain, &Limits::default()).unwrap();
+        assert_eq!(got.stats.reranked, plain.stats.reranked, "query {i}");
+        let reranked = got.stats.reranked;
+        stopped += usize::from(reranked < kappa);
+        // The fused scores are normalised over exactly the reranked candidates.
+        let candidates: Vec<(u32, f32)> = brute_force_sparse(&c, &query)
+            .into_iter()
+            .take(reranked)
+            .collect();
+        let qv = &query.vectors.as_ref().unwrap().values;
+        let maxsim: Vec<f64> = candidates
+            .iter()
+            .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
+            .collect();
+        let sparse: Vec<f64> = candidates.iter().map(|c| f64::from(c.1)).collect();
+        let fused = reference_fusion(fusion.method, 0.5, &maxsim, &sparse);
+        for hit in &got.hits {
+            let position = candidates.iter().position(|(d, _)| *d == hit.doc).unwrap();
+            assert!(
+                (f64::from(hit.score) - fused[position]).abs() < 1e-4,
+                "query {i}"
+            );
+        }
+    }
+    assert!(
+        stopped > 0,
+        "EE never stopped early: the test would not see the difference"
+    );
+}
+
+/// A hit as compared across engine and gRPC: id, score, sparse, MaxSim and fused scores.
+type HitScores = (String, f32, f32, Option<f32>, Option<f32>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_answers_equal_engine_answers() {
     let synth = synthetic_index(800, 12, 16, 3).unwrap();
@@ -267,11 +438,19 @@ async fn grpc_answers_equal_engine_answers() {
     assert_eq!(batch.len(), c.queries.len());
     for (i, request) in requests.into_iter().enumerate() {
         let single = client.search(request).await.unwrap();
+        // The server's defaults for what the request leaves out: fusion, CP and EE.
+        let defaults = ServeOptions::default();
+        let p = SearchParams {
+            fusion: defaults.default_fusion,
+            cp_alpha: defaults.default_cp_alpha,
+            ee_beta: defaults.default_ee_beta,
+            ..params(5, 30)
+        };
         let engine = c
             .index
-            .search(&engine_query(&c, i), &params(5, 30), &Limits::default())
+            .search(&engine_query(&c, i), &p, &Limits::default())
             .unwrap();
-        let engine_hits: Vec<(String, f32, f32)> = engine
+        let engine_hits: Vec<HitScores> = engine
             .hits
             .iter()
             .map(|h| {
@@ -279,15 +458,29 @@ async fn grpc_answers_equal_engine_answers() {
                     c.index.external_id(h.doc).unwrap().to_string(),
                     h.score,
                     h.sparse_score,
+                    h.maxsim,
+                    h.fused,
                 )
             })
             .collect();
+        assert!(
+            engine_hits.iter().all(|h| h.4.is_some()),
+            "fused by default"
+        );
         for response in [&single, &batch[i]] {
             assert_eq!(response.query_id, c.queries.records[i].id);
-            let hits: Vec<(String, f32, f32)> = response
+            let hits: Vec<HitScores> = response
                 .hits
                 .iter()
-                .map(|h| (h.doc_id.clone(), h.score, h.sparse_score))
+                .map(|h| {
+                    (
+                        h.doc_id.clone(),
+                        h.score,
+                        h.sparse_score,
+                        h.maxsim_score,
+                        h.fused_score,
+                    )
+                })
                 .collect();
             assert_eq!(hits, engine_hits, "query {i}");
         }

@@ -24,14 +24,26 @@ fn reference(dir: &Path, key: &str) -> (f64, f64, f64) {
     (get("nDCG@10"), get("R@100"), get("MRR"))
 }
 
+/// What a run asks of the pipeline beyond k and κ.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// The first stage's ranking.
+    SparseOnly,
+    /// MaxSim over every candidate: no CP, no EE, no fusion (what `reference.json` computed).
+    PlainMaxSim,
+    /// Whatever the server does by default.
+    ServerDefaults,
+}
+
 async fn run_queries(
     url: &str,
     dir: &Path,
     out: &Path,
     k: u32,
     kappa: Option<u32>,
-    sparse_only: bool,
+    mode: Mode,
 ) -> Metrics {
+    let plain = mode == Mode::PlainMaxSim;
     let args = SearchArgs {
         addr: url.to_string(),
         queries: dir.join("queries.jsonl"),
@@ -39,9 +51,12 @@ async fn run_queries(
         query_lens: Some(dir.join("query_lens.npy")),
         k,
         kappa,
-        cp_alpha: None,
-        ee_beta: None,
-        sparse_only,
+        cp_alpha: plain.then_some(1.0),
+        ee_beta: plain.then_some(0),
+        fusion_weight: plain.then_some(0.0),
+        fusion_method: None,
+        rrf_k: None,
+        sparse_only: mode == Mode::SparseOnly,
         first_stage: Some("exact".to_string()),
         query_cut: None,
         heap_factor: None,
@@ -125,7 +140,7 @@ async fn scifact_matches_reference_numbers() {
         &work.path().join("sparse.trec"),
         100,
         None,
-        true,
+        Mode::SparseOnly,
     )
     .await;
     let (ndcg, r100, mrr) = reference(&data, "sparse_exact");
@@ -139,16 +154,38 @@ async fn scifact_matches_reference_numbers() {
         &work.path().join("k50.trec"),
         50,
         Some(50),
-        false,
+        Mode::PlainMaxSim,
     )
     .await;
     let (ndcg, r100, mrr) = reference(&data, "two_stage_k50");
     assert_close("two-stage κ=50 nDCG@10", two_stage.ndcg_at_10, ndcg);
     assert_close("two-stage κ=50 R@100", two_stage.recall_at_100, r100);
     assert_close("two-stage κ=50 MRR", two_stage.mrr, mrr);
+
+    // The server's defaults (fusion with the sparse score, CP and EE as tuned) rank at least as
+    // well as exhaustive MaxSim over every document, at the default κ and at κ = 50.
+    let (exhaustive, _, _) = reference(&data, "maxsim_exhaustive");
+    let mut defaults = Vec::new();
+    for kappa in [None, Some(50)] {
+        let m = run_queries(
+            &server.url,
+            &data,
+            &work.path().join("defaults.trec"),
+            10,
+            kappa,
+            Mode::ServerDefaults,
+        )
+        .await;
+        assert!(
+            m.ndcg_at_10 >= exhaustive,
+            "server defaults, κ {kappa:?}: nDCG@10 {:.4} < exhaustive MaxSim {exhaustive:.4}",
+            m.ndcg_at_10
+        );
+        defaults.push(m.ndcg_at_10);
+    }
     eprintln!(
-        "scifact nDCG@10: sparse-only {:.4}, two-stage κ=50 {:.4}",
-        sparse.ndcg_at_10, two_stage.ndcg_at_10
+        "scifact nDCG@10: sparse-only {:.4}, two-stage κ=50 {:.4}, server defaults {:.4} (κ=50: {:.4})",
+        sparse.ndcg_at_10, two_stage.ndcg_at_10, defaults[0], defaults[1]
     );
     server.stop().await.unwrap();
 
@@ -170,7 +207,7 @@ async fn scifact_matches_reference_numbers() {
         &work.path().join("int8.trec"),
         50,
         Some(50),
-        false,
+        Mode::PlainMaxSim,
     )
     .await;
     assert!(
