@@ -69,12 +69,28 @@ pub struct FusionArgs {
     /// κ values drawn in the weight plot (each must be in --kappa).
     #[arg(long, value_delimiter = ',', default_value = "20,50")]
     pub plot_kappa: Vec<usize>,
+    /// A reference nDCG@10 drawn as a flat line in the κ plot, `LABEL=VALUE` (repeatable), e.g.
+    /// `--baseline "exhaustive MaxSim=0.6931"`.
+    #[arg(long, value_parser = parse_baseline)]
+    pub baseline: Vec<(String, f64)>,
     /// Write the tables as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Draw `PREFIX-weight.png` and `PREFIX-kappa.png`.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// Parses `LABEL=VALUE`.
+fn parse_baseline(text: &str) -> Result<(String, f64), String> {
+    let (label, value) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{text:?}: expected LABEL=VALUE"))?;
+    let value = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: {value:?} is not a number"))?;
+    Ok((label.trim().to_string(), value))
 }
 
 /// Parses `METHOD:WEIGHT`.
@@ -173,6 +189,64 @@ fn stability(
     }
 }
 
+/// Mean nDCG@10 of `metrics` over the queries `ids` (unjudged ones excluded).
+fn mean_on(metrics: &Metrics, ids: &[&str]) -> f64 {
+    let by_id = per_query(metrics);
+    let scores: Vec<f64> = ids.iter().filter_map(|q| by_id.get(q).copied()).collect();
+    scores.iter().sum::<f64>() / scores.len().max(1) as f64
+}
+
+/// Shuffles used for the selection check: each gives two halves.
+const SELECTION_SHUFFLES: usize = 3;
+
+/// Is the choice stable? On both halves of a few seeded shuffles, the best setting of the grid
+/// at each κ, and how far the checked setting is from it on that half. Printed and returned as
+/// JSON rows.
+fn selection_on_halves(
+    grid: &[(Fusion, Vec<Metrics>)],
+    check: Fusion,
+    kappas: &[usize],
+    order: &[&str],
+    seed: u64,
+) -> Vec<serde_json::Value> {
+    println!(
+        "selection on random halves ({SELECTION_SHUFFLES} shuffles, seed {seed}): the grid's best \
+         setting on each half, and the checked setting's nDCG@10 on it"
+    );
+    println!(
+        "{:>5} {:>5} {:>16} {:>8} {:>8} {:>8}",
+        "kappa", "half", "best", "nDCG@10", "checked", "gap"
+    );
+    let checked = grid.iter().find(|(f, _)| *f == check);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5e1ec7);
+    let mut ids: Vec<&str> = order.to_vec();
+    let mut rows = Vec::new();
+    for shuffle in 0..SELECTION_SHUFFLES {
+        ids.shuffle(&mut rng);
+        for (half, part) in ids.chunks(ids.len().div_ceil(2).max(1)).enumerate() {
+            for (i, &kappa) in kappas.iter().enumerate() {
+                let Some((best, best_ndcg)) = grid
+                    .iter()
+                    .map(|(f, m)| (*f, mean_on(&m[i], part)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                else {
+                    continue;
+                };
+                let checked_ndcg = checked.map(|(_, m)| mean_on(&m[i], part));
+                let name = format!("{} w={}", best.method.name(), best.weight);
+                println!(
+                    "{kappa:>5} {:>5} {name:>16} {best_ndcg:>8.4} {:>8} {:>8}",
+                    format!("{shuffle}.{half}"),
+                    checked_ndcg.map_or("-".into(), |c| format!("{c:.4}")),
+                    checked_ndcg.map_or("-".into(), |c| format!("{:+.4}", c - best_ndcg)),
+                );
+                rows.push(json!({"shuffle": shuffle, "half": half, "kappa": kappa, "best_method": best.method.name(), "best_weight": best.weight, "best_ndcg_at_10": best_ndcg, "checked_ndcg_at_10": checked_ndcg}));
+            }
+        }
+    }
+    rows
+}
+
 fn write_plots(
     prefix: &Path,
     weight_series: Vec<Series>,
@@ -257,6 +331,8 @@ pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
         .collect();
     println!("{:>7} {:>6}{header}", "method", "w");
     let mut rows = Vec::new();
+    // Every (setting, per-κ metrics) of the grid, for the selection check below.
+    let mut grid: Vec<(Fusion, Vec<Metrics>)> = Vec::new();
     let mut weight_series = Vec::new();
     let mut kappa_series = vec![Series {
         name: "MaxSim alone".into(),
@@ -275,16 +351,20 @@ pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
             fusion.validate()?;
             let mut line = String::new();
             let mut ndcgs = Vec::new();
+            let mut per_kappa = Vec::new();
             for (i, &kappa) in args.kappa.iter().enumerate() {
-                let ndcg = if fusion.is_active() {
-                    run(kappa, fusion)?.ndcg_at_10
+                let metrics = if fusion.is_active() {
+                    run(kappa, fusion)?
                 } else {
-                    plain[i].ndcg_at_10
+                    plain[i].clone()
                 };
+                let ndcg = metrics.ndcg_at_10;
                 line.push_str(&format!(" {ndcg:>8.4}"));
                 by_kappa[i].push((f64::from(weight), ndcg));
                 ndcgs.push(ndcg);
+                per_kappa.push(metrics);
             }
+            grid.push((fusion, per_kappa));
             println!("{:>7} {weight:>6}{line}", method.name());
             rows.push(json!({"method": method.name(), "weight": weight, "kappa": args.kappa, "ndcg_at_10": ndcgs}));
         }
@@ -330,6 +410,18 @@ pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
         checked_points.push((kappa as f64, fused.ndcg_at_10));
         checks.push(json!({"kappa": kappa, "maxsim_ndcg_at_10": plain[i].ndcg_at_10, "fused_ndcg_at_10": fused.ndcg_at_10, "delta": s.overall, "worst_fixed_split_delta": s.worst_fixed, "worst_random_subset_delta": s.worst_random, "random_subsets_losing": s.random_losing, "random_subsets": s.random_subsets, "tolerated_loss": TOLERATED_LOSS}));
     }
+    let (lo, hi) = (
+        args.kappa.iter().copied().min().unwrap_or(0) as f64,
+        args.kappa.iter().copied().max().unwrap_or(0) as f64,
+    );
+    for (label, value) in &args.baseline {
+        kappa_series.push(Series {
+            name: label.clone(),
+            points: vec![(lo, *value), (hi, *value)],
+            joined: true,
+        });
+    }
+    let selections = selection_on_halves(&grid, check, &args.kappa, &order, args.seed);
     kappa_series.push(Series {
         name: format!("{} w={}", check.method.name(), check.weight),
         points: checked_points,
@@ -346,6 +438,7 @@ pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
             "rrf_k": args.rrf_k,
             "rows": rows,
             "check": {"method": check.method.name(), "weight": check.weight, "splits": args.splits, "seed": args.seed, "by_kappa": checks},
+            "selection_on_halves": selections,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -412,6 +505,11 @@ mod tests {
     fn check_settings_parse_and_bad_ones_are_named() {
         let f = parse_check("minmax:0.5", 60.0).unwrap();
         assert_eq!((f.method, f.weight), (FusionMethod::MinMax, 0.5));
+        assert_eq!(
+            parse_baseline("exhaustive MaxSim=0.7"),
+            Ok(("exhaustive MaxSim".to_string(), 0.7))
+        );
+        assert!(parse_baseline("0.6931").is_err());
         for bad in ["zscore", "nope:1", "zscore:x", "zscore:-1"] {
             assert!(parse_check(bad, 60.0).is_err(), "{bad}");
         }
