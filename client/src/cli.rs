@@ -2,7 +2,7 @@
 
 use crate::queries::{QueryKnobs, QuerySet};
 use crate::trec::write_run;
-use crate::TandemClient;
+use crate::{ConnectOptions, TandemClient};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -26,18 +26,67 @@ pub enum Command {
     Search(Box<SearchArgs>),
     /// Print what the server has loaded.
     Info {
-        /// Server address.
-        #[arg(long, default_value = "http://127.0.0.1:50051", env = "TANDEM_ADDR")]
-        addr: String,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
     },
+    /// Ask the server to load an index directory and swap it in (hot reload).
+    Reload {
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The index directory, as the server sees it (default: the one it serves, reloaded).
+        #[arg(long, default_value = "")]
+        path: String,
+    },
+}
+
+/// Where the server is and how to talk to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Server address (`https://` for TLS).
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "TANDEM_ADDR")]
+    pub addr: String,
+    /// PEM CA certificate to verify the server's TLS certificate with.
+    #[arg(long, env = "TANDEM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to verify in its certificate (default: the address's host).
+    #[arg(long, env = "TANDEM_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+    /// Bearer token sent with every call (prefer the environment variable: command lines are
+    /// visible to other users).
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArgs {
+    /// A server on `addr` without TLS or token.
+    pub fn plain(addr: &str) -> ServerArgs {
+        ServerArgs {
+            addr: addr.to_string(),
+            tls_ca: None,
+            tls_domain: None,
+            token: None,
+        }
+    }
+
+    /// Connects.
+    pub async fn connect(&self) -> anyhow::Result<TandemClient> {
+        let options = ConnectOptions {
+            tls_ca: self.tls_ca.clone(),
+            tls_domain: self.tls_domain.clone(),
+            token: self.token.clone(),
+        };
+        TandemClient::connect_with(&self.addr, &options).await
+    }
 }
 
 /// Arguments of `tandem search`.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// Server address.
-    #[arg(long, default_value = "http://127.0.0.1:50051", env = "TANDEM_ADDR")]
-    pub addr: String,
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Queries JSONL: {"id": ..., "vector": {"token": weight, ...}}.
     #[arg(long)]
     pub queries: PathBuf,
@@ -95,9 +144,18 @@ pub struct SearchArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Search(args) => search(*args).await.map(|_| ()),
-        Command::Info { addr } => {
-            let info = TandemClient::connect(&addr).await?.index_info().await?;
+        Command::Info { server } => {
+            let info = server.connect().await?.index_info().await?;
             println!("{info:#?}");
+            Ok(())
+        }
+        Command::Reload { server, path } => {
+            let reply = server.connect().await?.reload_index(&path).await?;
+            let info = reply.info.unwrap_or_default();
+            println!(
+                "serving {} ({} documents), loaded in {} ms",
+                info.path, info.doc_count, reply.load_ms
+            );
             Ok(())
         }
     }
@@ -149,7 +207,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
     let requests = (0..queries.len())
         .map(|i| queries.request(i, &knobs))
         .collect();
-    let mut client = TandemClient::connect(&args.addr).await?;
+    let mut client = args.server.connect().await?;
     let started = Instant::now();
     let responses = client
         .search_batches(requests, args.batch_size)

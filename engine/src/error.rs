@@ -31,6 +31,9 @@ pub enum Error {
         /// What check failed.
         message: String,
     },
+    /// A query was abandoned because its caller stopped waiting (deadline passed, client gone).
+    #[error("the query was cancelled")]
+    Cancelled,
     /// An I/O operation failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -39,6 +39,32 @@ pub fn evict(map: &Mmap, file: &File) {
     let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
+/// Bytes of the mapping that are in memory now (`mincore`), in whole pages; 0 if the kernel
+/// cannot tell.
+pub fn resident_bytes(map: &Mmap) -> usize {
+    let page = page_size();
+    let pages = map.len().div_ceil(page);
+    if pages == 0 {
+        return 0;
+    }
+    let mut flags = vec![0u8; pages];
+    // SAFETY: `mincore` reads the page table for `[addr, addr + len)`, which is exactly this
+    // live mapping (page-aligned: mmap returns page-aligned addresses), and writes one byte per
+    // page into `flags`, which holds `ceil(len / page)` bytes.
+    let status = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            flags.as_mut_ptr().cast(),
+        )
+    };
+    if status != 0 {
+        return 0;
+    }
+    let resident = flags.iter().filter(|&&f| f & 1 == 1).count();
+    (resident * page).min(map.len())
+}
+
 fn page_size() -> usize {
     // SAFETY: `sysconf` has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -11,6 +11,7 @@ use crate::fusion::Fusion;
 use crate::index::Index;
 use crate::maxsim::MaxSimScorer;
 use crate::topk::{Scored, TopK};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Upper bounds on what one query may ask for; a violation is an [`Error::InvalidArgument`]
@@ -140,13 +141,34 @@ impl Index {
         params: &SearchParams,
         limits: &Limits,
     ) -> Result<SearchOutput> {
+        self.search_cancellable(query, params, limits, &AtomicBool::new(false))
+    }
+
+    /// [`Index::search`] that gives up with [`Error::Cancelled`] once `cancelled` is raised: it
+    /// is checked before the first stage, before reranking and before each candidate's MaxSim.
+    pub fn search_cancellable(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        limits: &Limits,
+        cancelled: &AtomicBool,
+    ) -> Result<SearchOutput> {
+        let check = || {
+            if cancelled.load(Ordering::Relaxed) {
+                Err(Error::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
         let vectors = self.validate(query, params, limits)?;
         let mut stats = SearchStats::default();
 
+        check()?;
         let started = Instant::now();
         let mut candidates = self.first_stage(query, params.kappa, &params.first_stage)?;
         stats.candidates = candidates.len();
         stats.first_stage_us = started.elapsed().as_micros() as u64;
+        check()?;
 
         let Some(vectors) = vectors else {
             candidates.truncate(params.k);
@@ -180,6 +202,7 @@ impl Index {
         let mut maxsim = Vec::with_capacity(candidates.len());
         let mut misses = 0usize;
         for (position, candidate) in candidates.iter().enumerate() {
+            check()?;
             let score = self
                 .tokens()
                 .doc(candidate.id)

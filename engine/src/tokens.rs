@@ -219,6 +219,14 @@ impl TokenStore {
         }
     }
 
+    /// Bytes of the token-vector files in memory now (page-cache residency of their mappings).
+    pub fn resident_bytes(&self) -> usize {
+        match &self.storage {
+            Storage::F16(packed) => packed.resident_bytes(),
+            Storage::Int8 { values, scales } => values.resident_bytes() + scales.resident_bytes(),
+        }
+    }
+
     /// Bytes of token vectors stored (scales and padding included).
     pub fn vector_bytes(&self) -> usize {
         match &self.storage {

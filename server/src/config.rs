@@ -1,6 +1,8 @@
 //! Server options: query defaults and limits.
 
-use tandem_engine::{Fusion, Limits};
+use crate::auth::Tokens;
+use std::path::PathBuf;
+use tandem_engine::{Fusion, Limits, Verify};
 
 /// What the service applies to every call.
 #[derive(Debug, Clone)]
@@ -26,6 +28,29 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// Read candidates' token vectors ahead before reranking (for indexes larger than memory).
     pub prefetch: bool,
+    /// Worker threads running queries.
+    pub workers: usize,
+    /// Jobs that may wait for a worker; beyond it calls get RESOURCE_EXHAUSTED at once.
+    pub max_queue: usize,
+    /// SearchStream calls open at once.
+    pub max_streams: usize,
+    /// Queries of one SearchStream in flight at once (read ahead of the answers).
+    pub stream_window: usize,
+    /// How indexes are checked when loaded or reloaded.
+    pub verify: Verify,
+    /// Bearer tokens required of every call but health checks (`None`: no auth).
+    pub auth: Option<Tokens>,
+    /// Serve TLS with this certificate chain and key (`None`: plaintext).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the server's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 impl Default for ServeOptions {
@@ -41,8 +66,20 @@ impl Default for ServeOptions {
             max_batch: 1024,
             max_message_bytes: 32 << 20,
             prefetch: true,
+            workers: default_workers(),
+            max_queue: 256,
+            max_streams: 64,
+            stream_window: 16,
+            verify: Verify::Full,
+            auth: None,
+            tls: None,
         }
     }
+}
+
+/// One worker per core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl ServeOptions {
@@ -81,6 +118,10 @@ impl ServeOptions {
                 self.max_message_bytes >= 1024,
                 "--max-message-bytes must be >= 1024",
             ),
+            (self.workers >= 1, "--workers must be >= 1"),
+            (self.max_queue >= 1, "--max-queue must be >= 1"),
+            (self.max_streams >= 1, "--max-streams must be >= 1"),
+            (self.stream_window >= 1, "--stream-window must be >= 1"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(message.to_string()),

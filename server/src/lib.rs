@@ -5,30 +5,61 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod deadline;
 pub mod demo;
+pub mod metrics;
 mod oversize;
 pub mod service;
+pub mod settings;
+pub mod state;
 pub mod status;
+pub mod workers;
 
 use anyhow::Context;
 use config::ServeOptions;
+use state::Shared;
 use std::future::Future;
 use std::sync::Arc;
 use tandem_engine::Index;
+use tandem_proto::v1::admin_server::AdminServer;
 use tandem_proto::v1::search_server::SearchServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, ServerTlsConfig};
 
-/// Serves `index` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight calls finish.
+/// The sockets a server answers on.
+pub struct Listeners {
+    /// gRPC (Search, Admin, health, reflection).
+    pub grpc: TcpListener,
+    /// Prometheus text metrics at `/metrics` over HTTP, when wanted.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves `index` with `options` until `shutdown` resolves, then stops accepting and lets
+/// in-flight calls finish. SIGHUP reloads the index from its directory (see
+/// [`admin::reload`]).
 pub async fn serve(
-    index: Arc<Index>,
+    index: Index,
     options: ServeOptions,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let max_message = options.max_message_bytes;
+    let guard = auth::Guard(options.auth.clone());
+    let tls = match &options.tls {
+        Some(files) => Some(tls_config(files)?),
+        None => None,
+    };
+    let verify = options.verify;
+    let shared = Arc::new(
+        Shared::new(index, options, verify).context("cannot start the query worker threads")?,
+    );
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SearchServer<service::SearchService>>()
@@ -38,17 +69,95 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
-    let max_message = options.max_message_bytes;
-    let search = SearchServer::new(service::SearchService::new(index, options))
+    let search = SearchServer::new(service::SearchService::new(shared.clone()))
         .max_decoding_message_size(max_message);
-    tonic::transport::Server::builder()
+    let admin = AdminServer::new(admin::AdminService::new(shared.clone()));
+
+    // One shutdown signal for the gRPC server, the metrics endpoint and the SIGHUP listener.
+    let (stop, stopped) = watch::channel(false);
+    let when_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    tokio::spawn(reload_on_hangup(shared.clone(), when_stopped()));
+    let metrics = listeners
+        .metrics
+        .map(|listener| tokio::spawn(metrics::serve(shared.clone(), listener, when_stopped())));
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("cannot configure TLS")?;
+    }
+    builder
         .layer(oversize::layer(max_message))
+        .layer(deadline::layer())
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(search)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            guard.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            search,
+            guard.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin, guard,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), when_stopped())
         .await
-        .context("gRPC server failed")
+        .context("gRPC server failed")?;
+    if let Some(metrics) = metrics {
+        metrics.await.context("metrics server task failed")??;
+    }
+    Ok(())
+}
+
+/// The TLS identity from PEM files, naming the file that cannot be read.
+fn tls_config(files: &config::TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+    };
+    let identity = Identity::from_pem(read(&files.cert, "certificate")?, read(&files.key, "key")?);
+    Ok(ServerTlsConfig::new().identity(identity))
+}
+
+/// Reloads the served index from its directory on each SIGHUP, until `stopped`.
+async fn reload_on_hangup(shared: Arc<Shared>, stopped: impl Future<Output = ()>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP ({e}); reload with the Admin RPC");
+                return;
+            }
+        };
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP received, reloading the index");
+                    let _ = admin::reload(&shared, None).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (shared, stopped.await);
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,53 +1,119 @@
-//! The `tandem.v1.Search` service.
+//! The `tandem.v1.Search` service: a thin adapter from gRPC to the engine.
+//!
+//! Every query runs on the worker pool ([`crate::workers`]), never on the async reactor; a full
+//! queue is RESOURCE_EXHAUSTED at once, a client deadline (`grpc-timeout`) DEADLINE_EXCEEDED,
+//! and a call whose caller stops waiting has its work cancelled. SearchBatch spreads a batch over
+//! the workers in contiguous chunks; SearchStream pipelines up to `stream_window` queries of a
+//! stream and answers them in order.
 
 use crate::config::ServeOptions;
 use crate::convert::{prepare, response};
+use crate::deadline::deadline;
+use crate::state::{Served, Shared, StreamSlot};
 use crate::status::to_status;
-use rayon::prelude::*;
+use crate::workers::{Cancel, Rejected};
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tandem_engine::Index;
+use tandem_engine::{Index, SearchStats};
 use tandem_proto::v1::search_server::Search;
+use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{
     GetIndexInfoRequest, IndexInfo, SearchBatchRequest, SearchBatchResponse, SearchRequest,
-    SearchResponse,
+    SearchResponse, SearchStreamResponse, StreamError,
 };
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
-/// Answers queries over one index. Query work (conversion, first stage, MaxSim) runs on
-/// blocking threads, never on the async reactor.
+/// Answers queries over the served index.
 pub struct SearchService {
-    index: Arc<Index>,
-    options: Arc<ServeOptions>,
+    shared: Arc<Shared>,
 }
 
 impl SearchService {
-    /// A service over `index` with `options`.
-    pub fn new(index: Arc<Index>, options: ServeOptions) -> Self {
-        SearchService {
-            index,
-            options: Arc::new(options),
-        }
+    /// A service over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        SearchService { shared }
     }
 }
 
-/// Converts, runs and answers one request (blocking; call off the reactor).
+/// One answered query and what it did.
+type Answer = (SearchResponse, SearchStats);
+
+/// Converts, runs and answers one request (on a worker thread).
 fn answer(
     index: &Index,
     options: &ServeOptions,
     request: SearchRequest,
-) -> tandem_engine::Result<SearchResponse> {
+    cancelled: &AtomicBool,
+) -> tandem_engine::Result<Answer> {
     let prepared = prepare(index, options, request)?;
-    let output = index.search(&prepared.query, &prepared.params, &options.limits)?;
-    Ok(response(index, &prepared, output))
+    let output = index.search_cancellable(
+        &prepared.query,
+        &prepared.params,
+        &options.limits,
+        cancelled,
+    )?;
+    let stats = output.stats;
+    Ok((response(index, &prepared, output), stats))
 }
 
-/// Runs `work` on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+/// The status of a job the pool would not take.
+fn rejected(rejection: Rejected) -> Status {
+    match rejection {
+        Rejected::QueueFull { capacity } => Status::resource_exhausted(format!(
+            "max_queue: all workers are busy and {capacity} queries are waiting (the server \
+             limit); retry later"
+        )),
+        Rejected::Closed => Status::unavailable("the server is shutting down"),
+    }
+}
+
+/// Awaits a worker's answer, giving up with DEADLINE_EXCEEDED at `deadline`.
+async fn until<T>(deadline: Option<Instant>, answer: oneshot::Receiver<T>) -> Result<T, Status> {
+    let answer = async {
+        answer
+            .await
+            .map_err(|_| Status::internal("the query was dropped before it ran"))
+    };
+    match deadline {
+        None => answer.await,
+        Some(at) => tokio::time::timeout_at(at, answer).await.map_err(|_| {
+            Status::deadline_exceeded("the call's deadline (grpc-timeout) passed before the answer")
+        })?,
+    }
+}
+
+/// Runs one query on the pool and records it in the metrics.
+async fn run_one(
+    shared: &Arc<Shared>,
+    deadline: Option<Instant>,
+    request: SearchRequest,
+) -> Result<SearchResponse, Status> {
+    let started = Instant::now();
+    let cancel = Cancel::default();
+    let job_shared = shared.clone();
+    let served = shared.served();
+    let answer = shared
+        .workers
+        .submit(&cancel, move |cancelled| {
+            answer(&served.index, &job_shared.options, request, cancelled)
+        })
+        .map_err(rejected)?;
+    let (response, stats) = until(deadline, answer).await?.map_err(to_status)?;
+    shared.metrics.observe(&stats, started.elapsed());
+    Ok(response)
+}
+
+/// Counts a finished call of `method` in the metrics and passes its result on.
+fn counted<T>(shared: &Shared, method: &str, result: Result<T, Status>) -> Result<T, Status> {
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    shared.metrics.count(method, code);
+    result
 }
 
 #[tonic::async_trait]
@@ -56,86 +122,268 @@ impl Search for SearchService {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let (index, options) = (self.index.clone(), self.options.clone());
-        let request = request.into_inner();
-        let reply = blocking(move || answer(&index, &options, request).map_err(to_status)).await?;
-        Ok(Response::new(reply))
+        let deadline = deadline(&request);
+        let result = run_one(&self.shared, deadline, request.into_inner()).await;
+        counted(&self.shared, "Search", result).map(Response::new)
     }
 
     async fn search_batch(
         &self,
         request: Request<SearchBatchRequest>,
     ) -> Result<Response<SearchBatchResponse>, Status> {
-        let requests = request.into_inner().requests;
-        if requests.len() > self.options.max_batch {
-            return Err(Status::resource_exhausted(format!(
-                "requests: {} queries exceed the server limit max_batch = {}",
-                requests.len(),
-                self.options.max_batch
-            )));
-        }
-        let (index, options) = (self.index.clone(), self.options.clone());
-        let responses = blocking(move || {
-            let answers: Vec<_> = requests
-                .into_par_iter()
-                .map(|r| answer(&index, &options, r))
-                .collect();
-            // Collected in order first, so the error reported is the first bad request's.
-            answers
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| a.map_err(|e| to_status(e.within(&format!("requests[{i}].")))))
-                .collect::<Result<Vec<_>, Status>>()
-        })
-        .await?;
-        Ok(Response::new(SearchBatchResponse { responses }))
+        let deadline = deadline(&request);
+        let result = run_batch(&self.shared, deadline, request.into_inner().requests).await;
+        counted(&self.shared, "SearchBatch", result)
+            .map(|responses| Response::new(SearchBatchResponse { responses }))
+    }
+
+    type SearchStreamStream = ReceiverStream<Result<SearchStreamResponse, Status>>;
+
+    async fn search_stream(
+        &self,
+        request: Request<Streaming<SearchRequest>>,
+    ) -> Result<Response<Self::SearchStreamStream>, Status> {
+        let deadline = deadline(&request);
+        let Some(slot) = self.shared.open_stream() else {
+            let status = Status::resource_exhausted(format!(
+                "max_streams: {} SearchStream calls are open (the server limit)",
+                self.shared.options.max_streams
+            ));
+            return counted(&self.shared, "SearchStream", Err(status));
+        };
+        let (answers, stream) = mpsc::channel(self.shared.options.stream_window);
+        tokio::spawn(pump(
+            self.shared.clone(),
+            slot,
+            request.into_inner(),
+            answers,
+            deadline,
+        ));
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn get_index_info(
         &self,
         _request: Request<GetIndexInfoRequest>,
     ) -> Result<Response<IndexInfo>, Status> {
-        let manifest = self.index.manifest();
-        let options = &self.options;
-        Ok(Response::new(IndexInfo {
-            doc_count: manifest.doc_count,
-            vocab_size: manifest.vocab_size,
-            token_count: manifest.token_count,
-            dim: manifest.dim,
-            vector_codec: manifest.vector_codec.clone(),
-            format_version: manifest.format_version,
-            posting_count: manifest.posting_count,
-            size_bytes: self.index.size_bytes(),
-            build_parameters: manifest
-                .build_parameters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            path: self.index.dir().display().to_string(),
-            default_k: saturate(options.default_k),
-            default_kappa: saturate(options.default_kappa),
-            max_k: saturate(options.limits.max_k),
-            max_kappa: saturate(options.limits.max_kappa),
-            default_first_stage: match &manifest.approx {
-                Some(_) => "approximate".to_string(),
-                None => "exact".to_string(),
+        let served = self.shared.served();
+        let info = index_info(&self.shared, &served);
+        counted(&self.shared, "GetIndexInfo", Ok(Response::new(info)))
+    }
+}
+
+/// SearchBatch: the requests in contiguous chunks, one job per worker, answered in order. Either
+/// every chunk is queued or none (the queue's room is checked chunk by chunk; on refusal the
+/// queued ones are cancelled).
+async fn run_batch(
+    shared: &Arc<Shared>,
+    deadline: Option<Instant>,
+    requests: Vec<SearchRequest>,
+) -> Result<Vec<SearchResponse>, Status> {
+    let max_batch = shared.options.max_batch;
+    if requests.len() > max_batch {
+        return Err(Status::resource_exhausted(format!(
+            "requests: {} queries exceed the server limit max_batch = {max_batch}",
+            requests.len()
+        )));
+    }
+    let started = Instant::now();
+    let total = requests.len();
+    let chunk = total.div_ceil(shared.workers.threads().max(1)).max(1);
+    let cancel = Cancel::default();
+    let served = shared.served();
+    let mut pending = Vec::new();
+    let mut requests = requests.into_iter();
+    loop {
+        let part: Vec<SearchRequest> = requests.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        let (served, job_shared) = (served.clone(), shared.clone());
+        let answers = shared
+            .workers
+            .submit(&cancel, move |cancelled| {
+                part.into_iter()
+                    .map(|r| answer(&served.index, &job_shared.options, r, cancelled))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(rejected)?;
+        pending.push(answers);
+    }
+    let mut responses = Vec::with_capacity(total);
+    for answers in pending {
+        for answer in until(deadline, answers).await? {
+            let i = responses.len();
+            let (response, stats) =
+                answer.map_err(|e| to_status(e.within(&format!("requests[{i}]."))))?;
+            shared.metrics.observe(&stats, started.elapsed());
+            responses.push(response);
+        }
+    }
+    Ok(responses)
+}
+
+/// A stream query on its way: the worker's answer to come, or why there will be none.
+struct Pending {
+    query_id: String,
+    started: Instant,
+    state: Result<(oneshot::Receiver<tandem_engine::Result<Answer>>, Cancel), Status>,
+}
+
+impl Pending {
+    fn start(shared: &Arc<Shared>, request: SearchRequest) -> Pending {
+        let query_id = request.query_id.clone();
+        let cancel = Cancel::default();
+        let (served, job_shared) = (shared.served(), shared.clone());
+        let state = shared
+            .workers
+            .submit(&cancel, move |cancelled| {
+                answer(&served.index, &job_shared.options, request, cancelled)
+            })
+            .map(|receiver| (receiver, cancel))
+            .map_err(rejected);
+        Pending {
+            query_id,
+            started: Instant::now(),
+            state,
+        }
+    }
+}
+
+/// The answer of the oldest pending stream query (never resolves when there is none).
+async fn next_answer(shared: &Shared, pending: &mut VecDeque<Pending>) -> SearchStreamResponse {
+    let outcome = match pending.front_mut().map(|p| &mut p.state) {
+        None => return std::future::pending().await,
+        Some(Err(_)) => None,
+        Some(Ok((receiver, _))) => Some(receiver.await),
+    };
+    let Some(done) = pending.pop_front() else {
+        return std::future::pending().await;
+    };
+    let result = match (done.state, outcome) {
+        (Err(status), _) => Err(status),
+        (Ok(_), Some(Ok(Ok((response, stats))))) => {
+            shared.metrics.observe(&stats, done.started.elapsed());
+            Ok(response)
+        }
+        (Ok(_), Some(Ok(Err(e)))) => Err(to_status(e)),
+        (Ok(_), _) => Err(Status::internal("the query was dropped before it ran")),
+    };
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    shared.metrics.count("SearchStream", code);
+    SearchStreamResponse {
+        result: Some(match result {
+            Ok(response) => StreamResult::Response(response),
+            Err(status) => StreamResult::Error(StreamError {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+                query_id: done.query_id,
+            }),
+        }),
+    }
+}
+
+/// Reads a stream's requests, keeps up to `stream_window` of them in flight on the workers, and
+/// sends their answers in request order; stops at the call's deadline, on a broken request
+/// stream, or when the client goes away (pending queries are then cancelled).
+async fn pump(
+    shared: Arc<Shared>,
+    _slot: StreamSlot,
+    mut requests: Streaming<SearchRequest>,
+    answers: mpsc::Sender<Result<SearchStreamResponse, Status>>,
+    deadline: Option<Instant>,
+) {
+    let window = shared.options.stream_window;
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut reading = true;
+    let expired = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
+    tokio::pin!(expired);
+    while reading || !pending.is_empty() {
+        let room = reading && pending.len() < window;
+        tokio::select! {
+            biased;
+            _ = &mut expired, if deadline.is_some() => {
+                let status = Status::deadline_exceeded(
+                    "the call's deadline (grpc-timeout) passed; unanswered queries were cancelled",
+                );
+                let _ = answers.send(Err(status)).await;
+                return;
+            }
+            answer = next_answer(&shared, &mut pending), if !pending.is_empty() => {
+                if answers.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+            message = requests.message(), if room => match message {
+                Ok(Some(request)) => pending.push_back(Pending::start(&shared, request)),
+                Ok(None) => reading = false,
+                Err(status) => {
+                    let _ = answers.send(Err(status)).await;
+                    return;
+                }
             },
-            default_query_cut: manifest
-                .approx
-                .as_ref()
-                .map_or(0, |a| saturate(a.query_defaults.query_cut)),
-            default_heap_factor: manifest
-                .approx
-                .as_ref()
-                .map_or(0.0, |a| a.query_defaults.heap_factor),
-            bytes_per_token: self.index.tokens().vector_bytes() as f32
-                / manifest.token_count.max(1) as f32,
-            default_cp_alpha: options.default_cp_alpha,
-            default_ee_beta: options.default_ee_beta.map(saturate),
-            default_fusion_method: options.default_fusion.method.name().to_string(),
-            default_fusion_weight: options.default_fusion.weight,
-            default_rrf_k: options.default_rrf_k,
-        }))
+        }
+    }
+}
+
+/// An instant no deadline reaches (a timer that never fires for calls without one).
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
+/// The description of the served index and of the server (GetIndexInfo, ReloadIndex).
+pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
+    let index = &served.index;
+    let manifest = index.manifest();
+    let options = &shared.options;
+    IndexInfo {
+        doc_count: manifest.doc_count,
+        vocab_size: manifest.vocab_size,
+        token_count: manifest.token_count,
+        dim: manifest.dim,
+        vector_codec: manifest.vector_codec.clone(),
+        format_version: manifest.format_version,
+        posting_count: manifest.posting_count,
+        size_bytes: index.size_bytes(),
+        build_parameters: manifest
+            .build_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        path: index.dir().display().to_string(),
+        default_k: saturate(options.default_k),
+        default_kappa: saturate(options.default_kappa),
+        max_k: saturate(options.limits.max_k),
+        max_kappa: saturate(options.limits.max_kappa),
+        default_first_stage: match &manifest.approx {
+            Some(_) => "approximate".to_string(),
+            None => "exact".to_string(),
+        },
+        default_query_cut: manifest
+            .approx
+            .as_ref()
+            .map_or(0, |a| saturate(a.query_defaults.query_cut)),
+        default_heap_factor: manifest
+            .approx
+            .as_ref()
+            .map_or(0.0, |a| a.query_defaults.heap_factor),
+        bytes_per_token: index.tokens().vector_bytes() as f32 / manifest.token_count.max(1) as f32,
+        default_cp_alpha: options.default_cp_alpha,
+        default_ee_beta: options.default_ee_beta.map(saturate),
+        default_fusion_method: options.default_fusion.method.name().to_string(),
+        default_fusion_weight: options.default_fusion.weight,
+        default_rrf_k: options.default_rrf_k,
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        index_loaded_seconds_ago: served.loaded.elapsed().as_secs(),
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+        build_target: env!("TANDEM_BUILD_TARGET").to_string(),
+        build_profile: env!("TANDEM_BUILD_PROFILE").to_string(),
+        rustc_version: env!("TANDEM_RUSTC_VERSION").to_string(),
+        maxsim_kernel: tandem_engine::kernels::detect().to_string(),
+        workers: saturate(shared.workers.threads()),
+        max_queue: saturate(shared.workers.capacity()),
     }
 }
 

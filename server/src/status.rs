@@ -9,6 +9,7 @@ pub fn to_status(error: Error) -> Status {
         Error::InvalidArgument { .. } | Error::BadInput { .. } => {
             Status::invalid_argument(error.to_string())
         }
+        Error::Cancelled => Status::cancelled(error.to_string()),
         Error::Corrupt { .. } | Error::Io { .. } => {
             tracing::error!(%error, "index failure while serving");
             Status::internal(error.to_string())

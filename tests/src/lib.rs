@@ -4,12 +4,12 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::synth::{generate, SynthConfig};
 use tandem_engine::Index;
 use tandem_server::config::ServeOptions;
+use tandem_server::Listeners;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -40,8 +40,10 @@ pub fn scifact_dir() -> Option<PathBuf> {
 
 /// A server running in this process on an ephemeral loopback port.
 pub struct TestServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (gRPC).
     pub url: String,
+    /// `http://127.0.0.1:PORT/metrics`, when started with metrics.
+    pub metrics_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -49,15 +51,43 @@ pub struct TestServer {
 impl TestServer {
     /// Opens `index_dir` (with full verification) and serves it with `options`.
     pub async fn start(index_dir: &Path, options: ServeOptions) -> anyhow::Result<TestServer> {
-        let index = Arc::new(Index::open(index_dir)?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        Self::start_with(index_dir, options, false).await
+    }
+
+    /// [`TestServer::start`], with a metrics endpoint when `metrics` is set.
+    pub async fn start_with(
+        index_dir: &Path,
+        options: ServeOptions,
+        metrics: bool,
+    ) -> anyhow::Result<TestServer> {
+        let index = Index::open(index_dir)?;
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", grpc.local_addr()?);
+        let metrics = match metrics {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            false => None,
+        };
+        let metrics_url = match &metrics {
+            Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(tandem_server::serve(index, options, listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(tandem_server::serve(
+            index,
+            options,
+            Listeners { grpc, metrics },
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(TestServer {
             url,
+            metrics_url,
             stop: Some(stop),
             task,
         })

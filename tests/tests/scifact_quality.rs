@@ -45,7 +45,7 @@ async fn run_queries(
 ) -> Metrics {
     let plain = mode == Mode::PlainMaxSim;
     let args = SearchArgs {
-        addr: url.to_string(),
+        server: tandem_client::cli::ServerArgs::plain(url),
         queries: dir.join("queries.jsonl"),
         query_vectors: Some(dir.join("query_vectors.npy")),
         query_lens: Some(dir.join("query_lens.npy")),

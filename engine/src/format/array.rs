@@ -241,6 +241,11 @@ impl<T: Element> ArrayFile<T> {
         );
     }
 
+    /// Bytes of the file in memory now (see [`crate::mmap::resident_bytes`]).
+    pub fn resident_bytes(&self) -> usize {
+        crate::mmap::resident_bytes(&self.map)
+    }
+
     /// Evicts the file from memory (see [`crate::mmap::evict`]); for cold benchmarks.
     pub fn evict(&self) {
         crate::mmap::evict(&self.map, &self.file);

@@ -1,0 +1,361 @@
+//! The server's configuration: command-line flags, `TANDEM_*` environment variables and an
+//! optional TOML file, in that order of precedence, over built-in defaults.
+//!
+//! Every setting is optional at each level; [`Settings::merge`] keeps the first one given, and
+//! [`Settings::resolve`] fills in the defaults (those of [`ServeOptions::default`]) and checks
+//! the result. The TOML file uses the flag names as keys, e.g. `default-kappa = 50`,
+//! `default-cp-alpha = "off"`, `workers = 2` (unknown keys are an error). Auth tokens are never
+//! a flag (command lines are visible to other users): they come from `--auth-tokens-file` or the
+//! `TANDEM_AUTH_TOKENS` variable.
+
+use crate::auth::Tokens;
+use crate::config::{ServeOptions, TlsFiles};
+use anyhow::Context;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tandem_engine::{Fusion, FusionMethod, Limits, Verify};
+
+/// A knob that can be switched off: `off` or a value (on the command line and in TOML, where a
+/// number may also be written bare).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Switch<T> {
+    /// Disabled.
+    Off,
+    /// Enabled with this value.
+    On(T),
+}
+
+impl<T> Switch<T> {
+    fn into_option(self) -> Option<T> {
+        match self {
+            Switch::Off => None,
+            Switch::On(v) => Some(v),
+        }
+    }
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Switch<T> {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        tandem_engine::pipeline::parse_off(value).map(|v| v.map_or(Switch::Off, Switch::On))
+    }
+}
+
+impl<'de, T: Deserialize<'de> + std::str::FromStr> Deserialize<'de> for Switch<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Value(T),
+            Text(String),
+        }
+        match Raw::<T>::deserialize(deserializer)? {
+            Raw::Value(v) => Ok(Switch::On(v)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Every setting of `tandem-server` (see the module docs for where each can come from).
+#[derive(Debug, Default, clap::Parser, Deserialize)]
+#[command(
+    name = "tandem-server",
+    version,
+    about = "Serve a tandem index over gRPC."
+)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Read settings from this TOML file (keys are the flag names; flags and environment
+    /// variables override it).
+    #[arg(long, env = "TANDEM_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The index directory to serve (built by `tandem-index build`).
+    #[arg(long, env = "TANDEM_INDEX")]
+    pub index: Option<PathBuf>,
+    /// gRPC address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "TANDEM_LISTEN")]
+    pub listen: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, env = "TANDEM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Serve a demo index (built on first start under --demo-dir) and run a few queries on it.
+    #[arg(long, env = "TANDEM_DEMO")]
+    pub demo: bool,
+    /// Where the demo index (and a synthetic corpus, if needed) are kept [default:
+    /// target/tandem-demo].
+    #[arg(long, env = "TANDEM_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
+    /// The scifact eval set the demo uses when present [default: ../shared/evalsets/scifact].
+    #[arg(long, env = "TANDEM_DEMO_EVALSET")]
+    pub demo_evalset: Option<PathBuf>,
+    /// Skip recomputing file checksums at load and reload (sizes and invariants are still
+    /// checked).
+    #[arg(long, env = "TANDEM_SKIP_CHECKSUMS")]
+    pub skip_checksums: bool,
+    /// k when a request does not set it [default: 10].
+    #[arg(long, env = "TANDEM_DEFAULT_K")]
+    pub default_k: Option<usize>,
+    /// kappa when a request does not set it (at least k) [default: 30].
+    #[arg(long, env = "TANDEM_DEFAULT_KAPPA")]
+    pub default_kappa: Option<usize>,
+    /// CP(α) when a request does not set cp_alpha: a number in [0, 1], or `off` [default: off].
+    #[arg(long, env = "TANDEM_DEFAULT_CP_ALPHA")]
+    pub default_cp_alpha: Option<Switch<f32>>,
+    /// EE(β) when a request does not set ee_beta: a number >= 1, or `off` [default: off].
+    #[arg(long, env = "TANDEM_DEFAULT_EE_BETA")]
+    pub default_ee_beta: Option<Switch<usize>>,
+    /// Fusion method when a request does not set one: zscore, minmax or rrf [default: zscore].
+    #[arg(long, env = "TANDEM_DEFAULT_FUSION_METHOD", value_parser = ["zscore", "minmax", "rrf"])]
+    pub default_fusion_method: Option<String>,
+    /// Weight of the sparse score in the fused score when a request does not set one (0: MaxSim
+    /// alone) [default: 0.2, from `tandem-bench fusion` on scifact; see the README].
+    #[arg(long, env = "TANDEM_DEFAULT_FUSION_WEIGHT")]
+    pub default_fusion_weight: Option<f32>,
+    /// RRF constant k when a request uses RRF without one [default: 60].
+    #[arg(long, env = "TANDEM_DEFAULT_RRF_K")]
+    pub default_rrf_k: Option<f32>,
+    /// Largest k a request may ask for [default: 1000].
+    #[arg(long, env = "TANDEM_MAX_K")]
+    pub max_k: Option<usize>,
+    /// Largest kappa a request may ask for [default: 10000].
+    #[arg(long, env = "TANDEM_MAX_KAPPA")]
+    pub max_kappa: Option<usize>,
+    /// Most sparse terms in a query [default: 4096].
+    #[arg(long, env = "TANDEM_MAX_QUERY_TERMS")]
+    pub max_query_terms: Option<usize>,
+    /// Most token vectors in a query [default: 1024].
+    #[arg(long, env = "TANDEM_MAX_QUERY_TOKENS")]
+    pub max_query_tokens: Option<usize>,
+    /// Most queries in one SearchBatch call [default: 1024].
+    #[arg(long, env = "TANDEM_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Largest gRPC request message, bytes [default: 33554432].
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Do not read each query's candidates' token vectors ahead before reranking. Prefetch is
+    /// on by default: ~100× faster reranking of cold (not in memory) candidates, ~4% slower on
+    /// hot ones (one system call per candidate).
+    #[arg(long, env = "TANDEM_NO_PREFETCH")]
+    pub no_prefetch: bool,
+    /// Worker threads running queries [default: the number of cores].
+    #[arg(long, env = "TANDEM_WORKERS")]
+    pub workers: Option<usize>,
+    /// Queries that may wait for a worker; beyond it calls get RESOURCE_EXHAUSTED at once
+    /// [default: 256].
+    #[arg(long, env = "TANDEM_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// SearchStream calls open at once [default: 64].
+    #[arg(long, env = "TANDEM_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+    /// Queries of one SearchStream in flight at once [default: 16].
+    #[arg(long, env = "TANDEM_STREAM_WINDOW")]
+    pub stream_window: Option<usize>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require `authorization: Bearer <token>` with one of the tokens in this file (one per
+    /// line) on every call but health checks. TANDEM_AUTH_TOKENS (comma-separated) adds more.
+    #[arg(long, env = "TANDEM_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+}
+
+/// Keeps `$a.field` if set, else takes `$b.field`, for each listed option field.
+macro_rules! first_of {
+    ($a:ident, $b:ident; $($field:ident),* $(,)?) => {
+        Settings {
+            config: $a.config.or($b.config),
+            demo: $a.demo || $b.demo,
+            skip_checksums: $a.skip_checksums || $b.skip_checksums,
+            no_prefetch: $a.no_prefetch || $b.no_prefetch,
+            $($field: $a.$field.or($b.$field),)*
+        }
+    };
+}
+
+/// Where the server listens and what it serves, besides the query options.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The index directory (`None` with `demo`).
+    pub index: Option<PathBuf>,
+    /// Serve the demo index instead.
+    pub demo: bool,
+    /// The demo's working directory.
+    pub demo_dir: PathBuf,
+    /// The eval set the demo uses when present.
+    pub demo_evalset: PathBuf,
+    /// gRPC address.
+    pub listen: String,
+    /// Metrics address.
+    pub metrics_listen: Option<String>,
+    /// Query defaults, limits and transport options.
+    pub options: ServeOptions,
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Each setting from `self` when given there, else from `other`.
+    pub fn merge(self, other: Settings) -> Settings {
+        first_of!(self, other;
+            index, listen, metrics_listen, demo_dir, demo_evalset, default_k, default_kappa,
+            default_cp_alpha, default_ee_beta, default_fusion_method, default_fusion_weight,
+            default_rrf_k, max_k, max_kappa, max_query_terms, max_query_tokens, max_batch,
+            max_message_bytes, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
+            auth_tokens_file)
+    }
+
+    /// Fills in the defaults, loads the auth tokens (`env_tokens`: the value of
+    /// `TANDEM_AUTH_TOKENS`) and checks everything, naming the first bad setting.
+    pub fn resolve(self, env_tokens: Option<&str>) -> anyhow::Result<Resolved> {
+        let d = ServeOptions::default();
+        anyhow::ensure!(
+            self.demo || self.index.is_some(),
+            "--index DIR is required (or --demo)"
+        );
+        anyhow::ensure!(
+            !(self.demo && self.index.is_some()),
+            "--index and --demo exclude each other"
+        );
+        let rrf_k = self.default_rrf_k.unwrap_or(d.default_rrf_k);
+        let method = match self.default_fusion_method.as_deref() {
+            None => d.default_fusion.method,
+            Some(name) => FusionMethod::from_name(name, rrf_k).with_context(|| {
+                format!("--default-fusion-method: unknown method {name:?} (zscore, minmax, rrf)")
+            })?,
+        };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let options = ServeOptions {
+            default_k: self.default_k.unwrap_or(d.default_k),
+            default_kappa: self.default_kappa.unwrap_or(d.default_kappa),
+            default_cp_alpha: self
+                .default_cp_alpha
+                .map_or(d.default_cp_alpha, Switch::into_option),
+            default_ee_beta: self
+                .default_ee_beta
+                .map_or(d.default_ee_beta, Switch::into_option),
+            default_fusion: Fusion {
+                method,
+                weight: self
+                    .default_fusion_weight
+                    .unwrap_or(d.default_fusion.weight),
+            },
+            default_rrf_k: rrf_k,
+            limits: Limits {
+                max_k: self.max_k.unwrap_or(d.limits.max_k),
+                max_kappa: self.max_kappa.unwrap_or(d.limits.max_kappa),
+                max_query_terms: self.max_query_terms.unwrap_or(d.limits.max_query_terms),
+                max_query_tokens: self.max_query_tokens.unwrap_or(d.limits.max_query_tokens),
+            },
+            max_batch: self.max_batch.unwrap_or(d.max_batch),
+            max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
+            prefetch: !self.no_prefetch,
+            workers: self.workers.unwrap_or(d.workers),
+            max_queue: self.max_queue.unwrap_or(d.max_queue),
+            max_streams: self.max_streams.unwrap_or(d.max_streams),
+            stream_window: self.stream_window.unwrap_or(d.stream_window),
+            verify: if self.skip_checksums {
+                Verify::SkipChecksums
+            } else {
+                Verify::Full
+            },
+            auth: Tokens::load(self.auth_tokens_file.as_deref(), env_tokens)?,
+            tls,
+        };
+        options
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(Resolved {
+            index: self.index,
+            demo: self.demo,
+            demo_dir: self
+                .demo_dir
+                .unwrap_or_else(|| PathBuf::from("target/tandem-demo")),
+            demo_evalset: self
+                .demo_evalset
+                .unwrap_or_else(|| PathBuf::from("../shared/evalsets/scifact")),
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:50051".to_string()),
+            metrics_listen: self.metrics_listen,
+            options,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Settings {
+        Settings::parse_from(std::iter::once("tandem-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_settings_give_the_library_defaults() {
+        let resolved = parse(&["--index", "idx"]).resolve(None).unwrap();
+        assert_eq!(
+            format!("{:?}", resolved.options),
+            format!("{:?}", ServeOptions::default())
+        );
+        assert_eq!(resolved.listen, "127.0.0.1:50051");
+        assert!(resolved.metrics_listen.is_none());
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: Settings = toml::from_str(
+            r#"
+            index = "from-file"
+            default-kappa = 50
+            default-cp-alpha = 0.1
+            default-ee-beta = "off"
+            default-fusion-method = "rrf"
+            workers = 3
+            max-queue = 7
+            "#,
+        )
+        .unwrap();
+        let flags = parse(&["--default-kappa", "40", "--default-rrf-k", "20"]);
+        let r = flags.merge(file).resolve(Some("t1,t2")).unwrap();
+        assert_eq!(r.index, Some(PathBuf::from("from-file")));
+        let o = &r.options;
+        assert_eq!(o.default_kappa, 40);
+        assert_eq!(o.default_cp_alpha, Some(0.1));
+        assert_eq!(o.default_ee_beta, None);
+        assert_eq!(o.default_fusion.method, FusionMethod::Rrf { k: 20.0 });
+        assert_eq!((o.workers, o.max_queue), (3, 7));
+        assert!(o.auth.is_some());
+        assert!(!format!("{o:?}").contains("t1"), "tokens are masked");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        assert!(err(parse(&[])).contains("--index"));
+        assert!(err(parse(&["--index", "i", "--workers", "0"])).contains("--workers"));
+        assert!(err(parse(&["--index", "i", "--default-cp-alpha", "2"])).contains("cp-alpha"));
+        assert!(Settings::try_parse_from(["tandem-server", "--default-ee-beta", "x"]).is_err());
+        let unknown = toml::from_str::<Settings>("wokers = 2").unwrap_err();
+        assert!(unknown.to_string().contains("wokers"), "{unknown}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "max-k = \"many\"\n").unwrap();
+        let bad = format!("{:#}", Settings::from_file(&path).unwrap_err());
+        assert!(
+            bad.contains("server.toml") && bad.contains("max-k"),
+            "{bad}"
+        );
+    }
+}
