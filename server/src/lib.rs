@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod demo;
 pub mod metrics;
 mod oversize;
+pub mod request_id;
 pub mod service;
 pub mod settings;
 pub mod state;
@@ -96,6 +97,7 @@ pub async fn serve(
     }
     builder
         .layer(oversize::layer(max_message))
+        .layer(request_id::RequestIdLayer)
         .layer(deadline::layer())
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(

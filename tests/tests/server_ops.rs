@@ -215,14 +215,27 @@ async fn metrics_count_requests_by_method_and_code_and_report_the_index() {
     client.search(bad).await.unwrap_err();
     let info = client.index_info().await.unwrap();
     assert!(!info.server_version.is_empty() && !info.rustc_version.is_empty());
+
+    // Every answer carries a request id: the client's own when it sent one, else a fresh one.
+    let mut raw = tandem_proto::v1::search_client::SearchClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(qs.request(0, &knobs(5, 20)));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-123".parse().unwrap());
+    let reply = raw.search(request).await.unwrap();
+    assert_eq!(reply.metadata().get("x-request-id").unwrap(), "trace-123");
+    let reply = raw.search(qs.request(0, &knobs(5, 20))).await.unwrap();
+    assert!(reply.metadata().get("x-request-id").is_some());
     assert!(info.workers >= 1 && info.max_queue >= 1);
     let text = http_get(server.metrics_url.as_deref().unwrap()).await;
     for needle in [
-        "tandem_requests_total{method=\"Search\",code=\"Ok\"} 6",
+        "tandem_requests_total{method=\"Search\",code=\"Ok\"} 8",
         "tandem_requests_total{method=\"Search\",code=\"InvalidArgument\"} 1",
-        "tandem_query_latency_seconds_count{stage=\"total\"} 6",
-        "tandem_query_latency_seconds_count{stage=\"rerank\"} 6",
-        "tandem_candidates_reranked_count 6",
+        "tandem_query_latency_seconds_count{stage=\"total\"} 8",
+        "tandem_query_latency_seconds_count{stage=\"rerank\"} 8",
+        "tandem_candidates_reranked_count 8",
         "tandem_queue_depth 0",
         "tandem_index_documents 600",
         "tandem_index_token_vectors_resident_bytes",
