@@ -1,6 +1,7 @@
 //! The `tandem-bench` command line.
 
 use crate::trec_eval::{evaluate, Qrels, Run};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -30,6 +31,15 @@ pub enum Command {
     Sweep(crate::sweep::SweepArgs),
     /// Score fusion: nDCG@10 over methods, weights and κ, and the stability of one setting.
     Fusion(crate::fusion::FusionArgs),
+    /// Load-test a running server (closed or open loop), with latency percentiles and quality.
+    Load(Box<crate::load::LoadArgs>),
+    /// Compare two load reports (JSON from `load --json`).
+    Compare {
+        /// The baseline report.
+        a: PathBuf,
+        /// The report compared with it.
+        b: PathBuf,
+    },
 }
 
 /// Arguments of `tandem-bench eval`.
@@ -84,6 +94,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rerank(args) => crate::rerank::rerank(&args),
         Command::Sweep(args) => crate::sweep::sweep(&args),
         Command::Fusion(args) => crate::fusion::fusion(&args),
+        Command::Load(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(crate::load::load(&args)),
+        Command::Compare { a, b } => {
+            let (a, b) = (
+                crate::load::report::read(&a)?,
+                crate::load::report::read(&b)?,
+            );
+            print!("{}", crate::load::report::compare(&a, &b));
+            Ok(())
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod first_stage;
 pub mod fusion;
+pub mod load;
 pub mod plot;
 pub mod rerank;
 pub mod sweep;

@@ -96,6 +96,24 @@ pub struct SearchArgs {
     /// Token vectors per query, .npy [queries].
     #[arg(long)]
     pub query_lens: Option<PathBuf>,
+    /// The knobs sent with every query.
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    /// Queries per SearchBatch call.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Where to write the TREC run (`-` for stdout).
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+    /// The run tag (last column).
+    #[arg(long, default_value = "tandem")]
+    pub tag: String,
+}
+
+/// The per-query knobs on a command line (`tandem search`, `tandem-bench load`); anything
+/// left out is the server's default.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KnobArgs {
     /// Results per query (server default 10).
     #[arg(long, default_value_t = 10)]
     pub k: u32,
@@ -129,15 +147,34 @@ pub struct SearchArgs {
     /// Approximate first stage: block-skipping aggressiveness in (0, 1] (default: the index's).
     #[arg(long)]
     pub heap_factor: Option<f32>,
-    /// Queries per SearchBatch call.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Where to write the TREC run (`-` for stdout).
-    #[arg(long, default_value = "-")]
-    pub out: PathBuf,
-    /// The run tag (last column).
-    #[arg(long, default_value = "tandem")]
-    pub tag: String,
+}
+
+impl KnobArgs {
+    /// The knobs as sent in requests.
+    pub fn knobs(&self) -> QueryKnobs {
+        QueryKnobs {
+            k: Some(self.k),
+            kappa: self.kappa,
+            cp_alpha: self.cp_alpha,
+            ee_beta: self.ee_beta,
+            sparse_only: self.sparse_only,
+            first_stage: match self.first_stage.as_deref() {
+                Some("exact") => FirstStage::Exact,
+                Some(_) => FirstStage::Approximate,
+                None => FirstStage::Unspecified,
+            },
+            query_cut: self.query_cut,
+            heap_factor: self.heap_factor,
+            fusion_method: match self.fusion_method.as_deref() {
+                Some("zscore") => FusionMethod::Zscore,
+                Some("minmax") => FusionMethod::Minmax,
+                Some(_) => FusionMethod::Rrf,
+                None => FusionMethod::Unspecified,
+            },
+            fusion_weight: self.fusion_weight,
+            rrf_k: self.rrf_k,
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -172,38 +209,21 @@ pub struct SearchReport {
 
 /// `tandem search`: loads the queries, runs them in batches, writes the run.
 pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
-    if !args.sparse_only && args.query_vectors.is_none() {
+    if !args.knobs.sparse_only && args.query_vectors.is_none() {
         anyhow::bail!(
             "--query-vectors and --query-lens are needed to rerank (or pass --sparse-only)"
         );
     }
     let queries = QuerySet::load(
         &args.queries,
-        args.query_vectors.as_deref().filter(|_| !args.sparse_only),
-        args.query_lens.as_deref().filter(|_| !args.sparse_only),
+        args.query_vectors
+            .as_deref()
+            .filter(|_| !args.knobs.sparse_only),
+        args.query_lens
+            .as_deref()
+            .filter(|_| !args.knobs.sparse_only),
     )?;
-    let knobs = QueryKnobs {
-        k: Some(args.k),
-        kappa: args.kappa,
-        cp_alpha: args.cp_alpha,
-        ee_beta: args.ee_beta,
-        sparse_only: args.sparse_only,
-        first_stage: match args.first_stage.as_deref() {
-            Some("exact") => FirstStage::Exact,
-            Some(_) => FirstStage::Approximate,
-            None => FirstStage::Unspecified,
-        },
-        query_cut: args.query_cut,
-        heap_factor: args.heap_factor,
-        fusion_method: match args.fusion_method.as_deref() {
-            Some("zscore") => FusionMethod::Zscore,
-            Some("minmax") => FusionMethod::Minmax,
-            Some(_) => FusionMethod::Rrf,
-            None => FusionMethod::Unspecified,
-        },
-        fusion_weight: args.fusion_weight,
-        rrf_k: args.rrf_k,
-    };
+    let knobs = args.knobs.knobs();
     let requests = (0..queries.len())
         .map(|i| queries.request(i, &knobs))
         .collect();

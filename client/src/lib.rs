@@ -130,6 +130,18 @@ impl TandemClient {
         Ok(self.inner.search(request).await?.into_inner())
     }
 
+    /// Runs queries with one `SearchBatch` call; responses in request order.
+    pub async fn search_batch(
+        &mut self,
+        requests: Vec<SearchRequest>,
+    ) -> Result<Vec<SearchResponse>, tonic::Status> {
+        let reply = self
+            .inner
+            .search_batch(SearchBatchRequest { requests })
+            .await?;
+        Ok(reply.into_inner().responses)
+    }
+
     /// Runs queries with `SearchBatch`, `batch_size` per call; responses in request order. An
     /// error names the batch's query positions (0-based, in `requests`).
     pub async fn search_batches(

@@ -5,7 +5,7 @@
 use clap::Parser;
 use std::path::Path;
 use tandem_bench::trec_eval::{evaluate, Metrics, Qrels, Run};
-use tandem_client::cli::SearchArgs;
+use tandem_client::cli::{KnobArgs, SearchArgs};
 use tandem_client::TandemClient;
 use tandem_server::config::ServeOptions;
 use tandem_tests::{scifact_dir, TestServer};
@@ -49,17 +49,19 @@ async fn run_queries(
         queries: dir.join("queries.jsonl"),
         query_vectors: Some(dir.join("query_vectors.npy")),
         query_lens: Some(dir.join("query_lens.npy")),
-        k,
-        kappa,
-        cp_alpha: plain.then_some(1.0),
-        ee_beta: plain.then_some(0),
-        fusion_weight: plain.then_some(0.0),
-        fusion_method: None,
-        rrf_k: None,
-        sparse_only: mode == Mode::SparseOnly,
-        first_stage: Some("exact".to_string()),
-        query_cut: None,
-        heap_factor: None,
+        knobs: KnobArgs {
+            k,
+            kappa,
+            cp_alpha: plain.then_some(1.0),
+            ee_beta: plain.then_some(0),
+            fusion_weight: plain.then_some(0.0),
+            fusion_method: None,
+            rrf_k: None,
+            sparse_only: mode == Mode::SparseOnly,
+            first_stage: Some("exact".to_string()),
+            query_cut: None,
+            heap_factor: None,
+        },
         batch_size: 32,
         out: out.to_path_buf(),
         tag: "test".to_string(),
