@@ -5,6 +5,8 @@
 //! is 2 · n_q · m · dim flops (one multiply-add per query token, document token and dimension).
 //! Throughput is reported as ns per candidate, GFLOP/s, and a share of the single-core f32 FMA
 //! peak measured in the same run (the widest SIMD width available).
+//! The kernels run over the index's codec; for `pq` a candidate's time includes decoding its codes
+//! (see `tandem_engine::pq`), and its flops are counted as for the other codecs.
 //!
 //! Then, with the detected kernel, hot versus cold and with versus without prefetch: *cold* evicts
 //! the token file from memory (this process's mapping and the page cache) before each query, so

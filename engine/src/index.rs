@@ -143,6 +143,12 @@ impl Index {
         let codec_files: &[&str] = match codec {
             Codec::F16 => &[files::TOKENS_PACKED],
             Codec::Int8 => &[files::TOKENS_INT8, files::TOKENS_SCALES],
+            Codec::Pq => &[
+                files::PQ_CODES,
+                files::PQ_SCALES,
+                files::PQ_SUBSPACES,
+                files::PQ_CODEBOOK,
+            ],
         };
         for name in codec_files {
             manifest.file(dir, name)?;

@@ -21,6 +21,7 @@ pub mod maxsim;
 mod mmap;
 pub mod npy;
 pub mod pipeline;
+pub mod pq;
 pub mod sparse;
 pub mod synth;
 pub mod tokens;

@@ -1,10 +1,12 @@
-//! The token-vector store: every document's token vectors in the packed block layout of
-//! [`crate::kernels`], as f16 values or as int8 values with a scale per token, memory-mapped.
+//! The token-vector store: every document's token vectors, memory-mapped, in the packed block
+//! layout of [`crate::kernels`] as f16 values or as int8 values with a scale per token, or as
+//! product-quantization codes ([`crate::pq`]).
 
 use crate::error::{Error, Result};
 use crate::format::array::ArrayFile;
 use crate::format::files;
 use crate::kernels::{self, packed_len, KernelKind};
+use crate::pq::{self, Codebook, PqDoc};
 use half::f16;
 use std::path::Path;
 
@@ -15,14 +17,19 @@ pub enum Codec {
     F16,
     /// Symmetric int8 per token with one f32 scale per token: 1 byte per value + 4 per token.
     Int8,
+    /// Product quantization: one byte per subspace (32 subspaces at most) into a codebook
+    /// trained at build time, and a 2-byte scale per token: at most 34 bytes per token; see
+    /// [`crate::pq`].
+    Pq,
 }
 
 impl Codec {
-    /// The name used on the command line and in the manifest (`f16`, `int8`).
+    /// The name used on the command line and in the manifest (`f16`, `int8`, `pq`).
     pub fn name(self) -> &'static str {
         match self {
             Codec::F16 => "f16",
             Codec::Int8 => "int8",
+            Codec::Pq => "pq",
         }
     }
 
@@ -31,6 +38,7 @@ impl Codec {
         match name {
             "f16" => Some(Codec::F16),
             "int8" => Some(Codec::Int8),
+            "pq" => Some(Codec::Pq),
             _ => None,
         }
     }
@@ -48,6 +56,8 @@ pub enum DocData<'a> {
         /// One scale per (padded) token.
         scales: &'a [f32],
     },
+    /// Product-quantization codes and scales (not padded), and the index's codebook.
+    Pq(PqDoc<'a>),
 }
 
 /// One document's token vectors.
@@ -67,6 +77,7 @@ impl DocTokens<'_> {
             DocData::Int8 { values, scales } => {
                 kernels::maxsim_int8(kind, query, n_q, dim, values, scales, self.tokens)
             }
+            DocData::Pq(doc) => pq::maxsim(kind, query, n_q, dim, doc),
         }
     }
 }
@@ -76,6 +87,11 @@ enum Storage {
     Int8 {
         values: ArrayFile<i8>,
         scales: ArrayFile<f32>,
+    },
+    Pq {
+        codes: ArrayFile<u8>,
+        scales: ArrayFile<f16>,
+        codebook: Codebook,
     },
 }
 
@@ -90,7 +106,9 @@ pub struct TokenStore {
 impl TokenStore {
     /// Opens the token files of `dir` for `codec` and checks their shapes against the
     /// manifest's counts: every document has at least one token, and its packed extent is its
-    /// token count rounded up to a multiple of 16 (so the kernels' length checks always hold).
+    /// token count rounded up to a multiple of 16 (so the kernels' length checks always hold);
+    /// with the pq codec, the codebook splits `dim` into subspaces and has 256 centroids per
+    /// dimension, and there is one code per token and subspace and one scale per token.
     pub fn open(
         dir: &Path,
         codec: Codec,
@@ -155,6 +173,44 @@ impl TokenStore {
                 expect(&scales_path, scales.len(), Some(padded_total), "scales")?;
                 Storage::Int8 { values, scales }
             }
+            Codec::Pq => {
+                let bounds_path = dir.join(files::PQ_SUBSPACES);
+                let bounds = ArrayFile::<u32>::open(&bounds_path, files::PQ_SUBSPACES)?;
+                let codebook_path = dir.join(files::PQ_CODEBOOK);
+                let centroids = ArrayFile::<f32>::open(&codebook_path, files::PQ_CODEBOOK)?;
+                let codebook = Codebook::from_parts(dim, bounds.as_slice(), centroids.as_slice())
+                    .map_err(|message| {
+                    Error::corrupt(
+                        &codebook_path,
+                        format!("{message} (with {})", files::PQ_SUBSPACES),
+                    )
+                })?;
+                let codes_path = dir.join(files::PQ_CODES);
+                let codes = ArrayFile::<u8>::open(&codes_path, files::PQ_CODES)?;
+                let subspaces = codebook.subspaces();
+                if Some(codes.len()) != token_count.checked_mul(subspaces) {
+                    return Err(Error::corrupt(
+                        &codes_path,
+                        format!(
+                            "{} codes for {token_count} tokens of {subspaces} subspaces",
+                            codes.len()
+                        ),
+                    ));
+                }
+                let scales_path = dir.join(files::PQ_SCALES);
+                let scales = ArrayFile::<f16>::open(&scales_path, files::PQ_SCALES)?;
+                if scales.len() != token_count {
+                    return Err(Error::corrupt(
+                        &scales_path,
+                        format!("{} scales for {token_count} tokens", scales.len()),
+                    ));
+                }
+                Storage::Pq {
+                    codes,
+                    scales,
+                    codebook,
+                }
+            }
         };
         Ok(TokenStore {
             offsets,
@@ -169,6 +225,12 @@ impl TokenStore {
         self.dim
     }
 
+    /// The token range of `doc` (its rows in the input, without padding).
+    fn token_range(&self, doc: u32) -> Option<std::ops::Range<usize>> {
+        let offs = self.offsets.as_slice();
+        Some(*offs.get(doc as usize)? as usize..*offs.get(doc as usize + 1)? as usize)
+    }
+
     /// The padded token range of `doc`.
     fn padded_range(&self, doc: u32) -> Option<std::ops::Range<usize>> {
         let pads = self.padded.as_slice();
@@ -177,9 +239,7 @@ impl TokenStore {
 
     /// The token vectors of `doc`, or `None` for an id past the end.
     pub fn doc(&self, doc: u32) -> Option<DocTokens<'_>> {
-        let d = doc as usize;
-        let offs = self.offsets.as_slice();
-        let tokens = (offs.get(d + 1)? - offs.get(d)?) as usize;
+        let tokens = self.token_range(doc)?;
         let range = self.padded_range(doc)?;
         let values = range.start * self.dim..range.end * self.dim;
         let data = match &self.storage {
@@ -188,21 +248,46 @@ impl TokenStore {
                 values: v.as_slice().get(values)?,
                 scales: scales.as_slice().get(range)?,
             },
+            Storage::Pq {
+                codes,
+                scales,
+                codebook,
+            } => {
+                let m = codebook.subspaces();
+                DocData::Pq(PqDoc {
+                    codebook,
+                    codes: codes.as_slice().get(tokens.start * m..tokens.end * m)?,
+                    scales: scales.as_slice().get(tokens.clone())?,
+                })
+            }
         };
-        Some(DocTokens { tokens, data })
+        Some(DocTokens {
+            tokens: tokens.len(),
+            data,
+        })
     }
 
     /// Asks the kernel to read `doc`'s token vectors ahead (a cold candidate's pages are then on
     /// their way while earlier candidates are scored).
     pub fn prefetch(&self, doc: u32) {
-        if let Some(range) = self.padded_range(doc) {
-            let values = range.start * self.dim..range.end * self.dim;
-            match &self.storage {
-                Storage::F16(packed) => packed.will_need(values),
-                Storage::Int8 { values: v, scales } => {
-                    v.will_need(values);
-                    scales.will_need(range);
-                }
+        let (Some(tokens), Some(range)) = (self.token_range(doc), self.padded_range(doc)) else {
+            return;
+        };
+        let values = range.start * self.dim..range.end * self.dim;
+        match &self.storage {
+            Storage::F16(packed) => packed.will_need(values),
+            Storage::Int8 { values: v, scales } => {
+                v.will_need(values);
+                scales.will_need(range);
+            }
+            Storage::Pq {
+                codes,
+                scales,
+                codebook,
+            } => {
+                let m = codebook.subspaces();
+                codes.will_need(tokens.start * m..tokens.end * m);
+                scales.will_need(tokens);
             }
         }
     }
@@ -216,6 +301,10 @@ impl TokenStore {
                 values.evict();
                 scales.evict();
             }
+            Storage::Pq { codes, scales, .. } => {
+                codes.evict();
+                scales.evict();
+            }
         }
     }
 
@@ -224,14 +313,18 @@ impl TokenStore {
         match &self.storage {
             Storage::F16(packed) => packed.resident_bytes(),
             Storage::Int8 { values, scales } => values.resident_bytes() + scales.resident_bytes(),
+            Storage::Pq { codes, scales, .. } => codes.resident_bytes() + scales.resident_bytes(),
         }
     }
 
-    /// Bytes of token vectors stored (scales and padding included).
+    /// Bytes of token vectors stored (scales and padding included). For the pq codec, the codes
+    /// and scales: the codebook is a fixed size per index (`256 · dim` f32 values), amortised
+    /// over all tokens, and not counted.
     pub fn vector_bytes(&self) -> usize {
         match &self.storage {
             Storage::F16(packed) => packed.len() * 2,
             Storage::Int8 { values, scales } => values.len() + scales.len() * 4,
+            Storage::Pq { codes, scales, .. } => codes.len() + scales.len() * 2,
         }
     }
 }

@@ -70,9 +70,10 @@ pub struct BuildArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
-    /// How token vectors are stored: `f16` (2 bytes per value) or `int8` (1 byte per value and a
-    /// 4-byte scale per token).
-    #[arg(long, value_parser = ["f16", "int8"], default_value = "f16")]
+    /// How token vectors are stored: `f16` (2 bytes per value), `int8` (1 byte per value and a
+    /// 4-byte scale per token) or `pq` (product quantization: one byte per subspace, at most 32,
+    /// and a 2-byte scale per token, with a codebook trained by k-means during the build).
+    #[arg(long, value_parser = ["f16", "int8", "pq"], default_value = "f16")]
     pub codec: String,
     /// The first stage to build: `exact` only, or also `approx` (pruned, blocked posting lists
     /// with summaries; then used by default at query time, exact search staying available). The

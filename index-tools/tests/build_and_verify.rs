@@ -285,3 +285,95 @@ fn corrupt_indexes_fail_verify_and_refuse_to_load() {
     assert!(err.contains("no manifest.json"), "{err}");
     assert!(!tandem_index(&[Path::new("verify"), &out]).status.success());
 }
+
+#[test]
+fn the_pq_codec_builds_verifies_and_refuses_a_mismatched_codebook() {
+    let inputs = Inputs::new();
+    // Eighths: exact in f16, so the f16 values are these.
+    let values: Vec<f32> = (0..6 * DIM)
+        .map(|i| ((i * 5 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    inputs.vectors(&values);
+    let output = inputs.build(&["--codec", "pq"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out = inputs.out();
+    let index = Index::open(&out).unwrap();
+    assert_eq!(index.manifest().vector_codec, "pq");
+    // dim 4: 4 one-value subspaces, so 4 code bytes and a 2-byte scale per token. 6 tokens
+    // have at most 6 values per subspace, each its own centroid: decoding reproduces the
+    // values up to the 8-bit rounding of the centroids (half a step of 1/127 each).
+    assert_eq!(index.tokens().vector_bytes(), 6 * (DIM + 2));
+    let doc = index.tokens().doc(2).unwrap();
+    let tandem_engine::tokens::DocData::Pq(pq) = doc.data else {
+        panic!("built with --codec pq");
+    };
+    assert_eq!(
+        (doc.tokens, pq.codes.len(), pq.scales.len()),
+        (3, 3 * DIM, 3)
+    );
+    let query = [1.0, -0.5, 0.25, 2.0];
+    let kind = tandem_engine::kernels::detect();
+    let expected = values[3 * DIM..]
+        .chunks_exact(DIM)
+        .map(|row| row.iter().zip(&query).map(|(v, q)| v * q).sum::<f32>())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let got = doc.maxsim(kind, &query, 1, DIM);
+    assert!((got - expected).abs() < 0.02, "{got} vs {expected}");
+
+    let verify = tandem_index(&[Path::new("verify"), &out]);
+    assert!(verify.status.success());
+    let stdout = String::from_utf8_lossy(&verify.stdout).to_string();
+    assert!(stdout.contains("pq.codebook") && stdout.contains("pq.codes"));
+    let inspect = tandem_index(&[Path::new("inspect"), &out]);
+    let stdout = String::from_utf8_lossy(&inspect.stdout).to_string();
+    assert!(stdout.contains("\"vector_codec\": \"pq\""), "{stdout}");
+    assert!(stdout.contains("(6 per token)"), "{stdout}");
+
+    // A flipped byte in the codebook fails the checksum.
+    let codebook = out.join("pq.codebook");
+    let mut bytes = std::fs::read(&codebook).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(&codebook, &bytes).unwrap();
+    let verify = tandem_index(&[Path::new("verify"), &out]);
+    assert!(!verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("pq.codebook"));
+    bytes[100] ^= 0x10;
+    std::fs::write(&codebook, &bytes).unwrap();
+
+    // Same-sized but inconsistent shapes are refused even without checksums: subspace bounds
+    // that do not split the dimensions, and codes for fewer tokens.
+    let bounds = out.join("pq.subspaces");
+    let original = std::fs::read(&bounds).unwrap();
+    tandem_engine::format::array::write_array(&bounds, "pq.subspaces", &[0u32, 1, 1, 3, 4])
+        .unwrap();
+    let err = Index::open_with(&out, Verify::SkipChecksums)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("pq.codebook") && err.contains("do not split"),
+        "{err}"
+    );
+    std::fs::write(&bounds, &original).unwrap();
+
+    let codes = out.join("pq.codes");
+    tandem_engine::format::array::write_array(&codes, "pq.codes", &[0u8; 5 * DIM]).unwrap();
+    let manifest_path = out.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let size = std::fs::metadata(&codes).unwrap().len();
+    manifest["files"]["pq.codes"]["bytes"] = size.into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let err = Index::open_with(&out, Verify::SkipChecksums)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("pq.codes") && err.contains("20 codes for 6 tokens of 4 subspaces"),
+        "{err}"
+    );
+}

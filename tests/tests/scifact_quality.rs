@@ -1,6 +1,7 @@
 //! Quality on the real eval set: build the scifact index with `tandem-index build`, serve it on
 //! loopback, run the 300 test queries through `tandem search`, score the runs, and compare with
-//! the exact reference numbers of `reference.json` (±0.001).
+//! the exact reference numbers of `reference.json` (±0.001); then the int8 and pq codecs'
+//! indexes against them (±0.005).
 
 use clap::Parser;
 use std::path::Path;
@@ -88,8 +89,9 @@ async fn scifact_matches_reference_numbers() {
     let work = tempfile::tempdir().unwrap();
     let index = work.path().join("scifact-index");
     let int8_index = work.path().join("scifact-int8");
+    let pq_index = work.path().join("scifact-pq");
     let path = |name: &str| data.join(name).display().to_string();
-    for (out, codec) in [(&index, "f16"), (&int8_index, "int8")] {
+    for (out, codec) in [(&index, "f16"), (&int8_index, "int8"), (&pq_index, "pq")] {
         let args = [
             "tandem-index".to_string(),
             "build".into(),
@@ -216,6 +218,40 @@ async fn scifact_matches_reference_numbers() {
         (int8.ndcg_at_10 - ndcg).abs() <= 0.005,
         "int8 two-stage κ=50 nDCG@10 {:.4} vs reference {ndcg:.4}",
         int8.ndcg_at_10
+    );
+    server.stop().await.unwrap();
+
+    // The pq codec (32 one-byte codes and a 2-byte scale per token) stays within 0.005 of the
+    // f16 index's two-stage quality at the same κ.
+    let server = TestServer::start(&pq_index, ServeOptions::default())
+        .await
+        .unwrap();
+    let info = TandemClient::connect(&server.url)
+        .await
+        .unwrap()
+        .index_info()
+        .await
+        .unwrap();
+    assert_eq!(info.vector_codec, "pq");
+    assert_eq!(info.bytes_per_token, 34.0);
+    let pq = run_queries(
+        &server.url,
+        &data,
+        &work.path().join("pq.trec"),
+        50,
+        Some(50),
+        Mode::PlainMaxSim,
+    )
+    .await;
+    eprintln!(
+        "scifact two-stage κ=50 nDCG@10: f16 {:.4}, int8 {:.4}, pq {:.4}",
+        two_stage.ndcg_at_10, int8.ndcg_at_10, pq.ndcg_at_10
+    );
+    assert!(
+        (pq.ndcg_at_10 - two_stage.ndcg_at_10).abs() <= 0.005,
+        "pq two-stage κ=50 nDCG@10 {:.4} vs f16 {:.4}",
+        pq.ndcg_at_10,
+        two_stage.ndcg_at_10
     );
     server.stop().await.unwrap();
 }

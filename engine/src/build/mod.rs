@@ -1,6 +1,7 @@
 //! Index builds: validate the inputs, write every file into a staging directory, commit.
 
 pub mod docs;
+pub mod pq;
 pub mod vectors;
 
 use crate::approx::build::{build as build_approx, SparseMatrices};
@@ -13,6 +14,7 @@ use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
 use crate::npy::{row_offsets, NpyArray};
+use crate::pq::TrainParams;
 use crate::tokens::Codec;
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
@@ -187,12 +189,24 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         files::TOKENS_PADDED,
         &vectors::padded_offsets(&token_offsets),
     )?;
+    let codebook;
+    let target = match config.codec {
+        Codec::F16 => vectors::Target::F16,
+        Codec::Int8 => vectors::Target::Int8,
+        Codec::Pq => {
+            codebook =
+                pq::train_codebook(&vectors, config.int8_scale, &TrainParams::BUILD, progress)?;
+            put(&mut staging, files::PQ_SUBSPACES, &codebook.bounds())?;
+            put(&mut staging, files::PQ_CODEBOOK, &codebook.centroids())?;
+            vectors::Target::Pq(&codebook)
+        }
+    };
     vectors::write_packed(
         &vectors,
         config.int8_scale,
         &token_offsets,
         &docs.ids,
-        config.codec,
+        target,
         &mut staging,
         progress,
     )?;
@@ -327,6 +341,16 @@ fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String
             .unwrap_or_else(|| "from documents".to_string()),
     );
     params.insert("token_ids".to_string(), config.token_ids.to_string());
+    if config.codec == Codec::Pq {
+        let t = TrainParams::BUILD;
+        params.insert(
+            "pq_training".to_string(),
+            format!(
+                "{} subspaces (at most) × 256 centroids; k-means++ and at most {} Lloyd iterations on at most {} evenly spaced tokens; seed {}",
+                t.subspaces, t.iterations, t.sample, t.seed
+            ),
+        );
+    }
     params.insert(
         "first_stage".to_string(),
         match &config.approx {

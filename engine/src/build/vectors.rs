@@ -1,5 +1,5 @@
-//! Converting the input token vectors (`.npy`, float32/float16/int8) to the stored packed f16
-//! layout of the MaxSim kernels.
+//! Converting the input token vectors (`.npy`, float32/float16/int8) to their stored form: the
+//! packed layout of the MaxSim kernels (f16 or int8), or PQ codes.
 
 use crate::build::Progress;
 use crate::error::{Error, Result};
@@ -8,7 +8,7 @@ use crate::format::files;
 use crate::format::staging::StagingDir;
 use crate::kernels::{pack_doc, pack_doc_int8, packed_len};
 use crate::npy::{NpyArray, NpyDType};
-use crate::tokens::Codec;
+use crate::pq::Codebook;
 use half::f16;
 use rayon::prelude::*;
 
@@ -29,24 +29,34 @@ pub fn padded_offsets(doc_offsets: &[u64]) -> Vec<u64> {
     padded
 }
 
-/// Streams every document's token vectors into a packed f16 array file at `out` (the layout of
-/// [`crate::kernels`]), checking that each value is finite and representable in f16.
-/// `doc_offsets` gives each document's rows in `vectors`; `doc_ids` only serves error messages,
-/// which name the row, its document and token, and the column.
+/// The stored form of the token vectors.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// f16 values in the packed layout of [`crate::kernels`].
+    F16,
+    /// int8 values in the packed layout with a scale per token.
+    Int8,
+    /// PQ codes of this codebook, one per token and subspace, and a scale per token.
+    Pq(&'a Codebook),
+}
+
+/// Streams every document's token vectors into the array files of `target`, checking that each
+/// value is finite and representable in f16. `doc_offsets` gives each document's rows in
+/// `vectors`; `doc_ids` only serves error messages, which name the row, its document and token,
+/// and the column.
 pub fn write_packed(
     vectors: &NpyArray,
     int8_scale: Option<f32>,
     doc_offsets: &[u64],
     doc_ids: &[String],
-    codec: Codec,
+    target: Target<'_>,
     staging: &mut StagingDir,
     progress: &dyn Progress,
 ) -> Result<()> {
     let (rows, dim) = vectors.matrix_shape()?;
     let padded = padded_offsets(doc_offsets);
     let padded_tokens = padded.last().copied().unwrap_or(0) as usize;
-    let total = padded_tokens * dim;
-    let mut sink = Sink::create(codec, staging, total, padded_tokens)?;
+    let mut sink = Sink::create(target, staging, padded_tokens * dim, padded_tokens, rows)?;
     progress.start("convert token vectors", rows as u64);
     let docs = doc_offsets.len() - 1;
     let mut first = 0;
@@ -59,7 +69,7 @@ pub fn write_packed(
         }
         let packed: Vec<Result<Packed>> = (first..last)
             .into_par_iter()
-            .map(|doc| pack_one(vectors, int8_scale, doc_offsets, doc_ids, doc, dim, codec))
+            .map(|doc| pack_one(vectors, int8_scale, doc_offsets, doc_ids, doc, dim, target))
             .collect();
         for doc in packed {
             sink.push(doc?)?;
@@ -75,6 +85,7 @@ pub fn write_packed(
 enum Packed {
     F16(Vec<f16>),
     Int8(Vec<i8>, Vec<f32>),
+    Pq(Vec<u8>, Vec<f16>),
 }
 
 /// The files a codec writes. (One exists per build, so the variants' size difference is moot.)
@@ -82,17 +93,26 @@ enum Packed {
 enum Sink {
     F16(ArrayWriter<f16>),
     Int8(ArrayWriter<i8>, ArrayWriter<f32>),
+    Pq(ArrayWriter<u8>, ArrayWriter<f16>),
 }
 
 impl Sink {
-    fn create(codec: Codec, staging: &StagingDir, values: usize, tokens: usize) -> Result<Sink> {
-        Ok(match codec {
-            Codec::F16 => Sink::F16(ArrayWriter::create(
+    /// The writers for `values` packed values of `padded` padded tokens, or for the codes of
+    /// `rows` tokens.
+    fn create(
+        target: Target<'_>,
+        staging: &StagingDir,
+        values: usize,
+        padded: usize,
+        rows: usize,
+    ) -> Result<Sink> {
+        Ok(match target {
+            Target::F16 => Sink::F16(ArrayWriter::create(
                 &staging.file_path(files::TOKENS_PACKED),
                 files::TOKENS_PACKED,
                 values as u64,
             )?),
-            Codec::Int8 => Sink::Int8(
+            Target::Int8 => Sink::Int8(
                 ArrayWriter::create(
                     &staging.file_path(files::TOKENS_INT8),
                     files::TOKENS_INT8,
@@ -101,7 +121,19 @@ impl Sink {
                 ArrayWriter::create(
                     &staging.file_path(files::TOKENS_SCALES),
                     files::TOKENS_SCALES,
-                    tokens as u64,
+                    padded as u64,
+                )?,
+            ),
+            Target::Pq(codebook) => Sink::Pq(
+                ArrayWriter::create(
+                    &staging.file_path(files::PQ_CODES),
+                    files::PQ_CODES,
+                    (rows * codebook.subspaces()) as u64,
+                )?,
+                ArrayWriter::create(
+                    &staging.file_path(files::PQ_SCALES),
+                    files::PQ_SCALES,
+                    rows as u64,
                 )?,
             ),
         })
@@ -114,6 +146,10 @@ impl Sink {
                 wv.push_slice(&v)?;
                 ws.push_slice(&s)
             }
+            (Sink::Pq(wc, ws), Packed::Pq(codes, scales)) => {
+                wc.push_slice(&codes)?;
+                ws.push_slice(&scales)
+            }
             // pack_one produces the sink's codec by construction.
             _ => Ok(()),
         }
@@ -125,6 +161,10 @@ impl Sink {
             Sink::Int8(wv, ws) => {
                 staging.record(files::TOKENS_INT8, wv.finish()?);
                 staging.record(files::TOKENS_SCALES, ws.finish()?);
+            }
+            Sink::Pq(wc, ws) => {
+                staging.record(files::PQ_CODES, wc.finish()?);
+                staging.record(files::PQ_SCALES, ws.finish()?);
             }
         }
         Ok(())
@@ -139,7 +179,7 @@ fn pack_one(
     doc_ids: &[String],
     doc: usize,
     dim: usize,
-    codec: Codec,
+    target: Target<'_>,
 ) -> Result<Packed> {
     let (start, stop) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
     let mut values_f32 = Vec::new();
@@ -158,16 +198,24 @@ fn pack_one(
             ),
         ));
     }
-    Ok(match codec {
-        Codec::F16 => {
+    Ok(match target {
+        Target::F16 => {
             let mut packed = Vec::with_capacity(packed_len(stop - start, dim));
             pack_doc(&rows, dim, &mut packed);
             Packed::F16(packed)
         }
-        Codec::Int8 => {
+        Target::Int8 => {
             let (mut values, mut scales) = (Vec::new(), Vec::new());
             pack_doc_int8(&values_f32, dim, &mut values, &mut scales);
             Packed::Int8(values, scales)
+        }
+        Target::Pq(codebook) => {
+            let mut codes = Vec::with_capacity((stop - start) * codebook.subspaces());
+            let scales = values_f32
+                .chunks_exact(dim)
+                .map(|row| codebook.encode(row, &mut codes))
+                .collect();
+            Packed::Pq(codes, scales)
         }
     })
 }

@@ -52,4 +52,15 @@ pub mod files {
     pub const TOKENS_INT8: &str = "tokens.int8";
     /// With the int8 codec: one `f32` scale per padded token (value = q × scale).
     pub const TOKENS_SCALES: &str = "tokens.scales";
+    /// With the pq codec instead of `tokens.packed`: one `u8` code per token and subspace,
+    /// token after token (`token_count × subspaces`, not padded).
+    pub const PQ_CODES: &str = "pq.codes";
+    /// With the pq codec: one `f16` scale per token (the decoded vector is multiplied by it).
+    pub const PQ_SCALES: &str = "pq.scales";
+    /// With the pq codec: the subspace bounds (`u32`, subspaces + 1 ascending dimensions from 0
+    /// to dim).
+    pub const PQ_SUBSPACES: &str = "pq.subspaces";
+    /// With the pq codec: the centroids (`f32`, 256 per dimension: subspace after subspace, each
+    /// its 256 centroids in code order).
+    pub const PQ_CODEBOOK: &str = "pq.codebook";
 }

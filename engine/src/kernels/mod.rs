@@ -38,10 +38,16 @@
 //! [`pack_doc_int8`] stores token vectors as `i8` in the same block layout plus one f32 scale per
 //! token (half the bytes of f16), and [`maxsim_int8`] scores such documents with the same kernels'
 //! tiling; see the [`int8`] module for the layout, the quantization error bound and the kernels.
+//!
+//! # Nearest centroid
+//!
+//! [`nearest`] finds the nearest of a set of centroids packed in the same block layout (as f32),
+//! for product-quantization training and encoding; see the [`nearest`](mod@nearest) module.
 
 use half::f16;
 
 pub mod int8;
+pub mod nearest;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -56,7 +62,11 @@ mod tests;
 #[cfg(test)]
 mod tests_int8;
 
+#[cfg(test)]
+mod tests_nearest;
+
 pub use int8::{maxsim_int8, pack_doc_int8, packed_scales_len, unpack_doc_int8};
+pub use nearest::{nearest, pack_centroids};
 
 /// Tokens per block of the packed layout (one 512-bit register of f32, or two of f16).
 pub const BLOCK: usize = 16;

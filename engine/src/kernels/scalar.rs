@@ -1,6 +1,7 @@
-//! The reference kernels: plain loops over the packed layouts, one dot product at a time.
+//! The reference kernels: plain loops over the packed layouts, one dot product at a time; and the
+//! portable nearest-centroid search.
 
-use super::packed_index;
+use super::{packed_index, BLOCK};
 use half::f16;
 
 /// MaxSim of `query` (row-major, `dim` values per token) against a packed document of `m ≥ 1`
@@ -46,4 +47,31 @@ pub(super) fn maxsim_int8(
         total += best;
     }
     total
+}
+
+/// The nearest packed centroid to `x` (see [`super::nearest`]): 16 lanes of scores per group,
+/// each `((h − x₀·c₀) − x₁·c₁) − …`, a running per-lane minimum, then the lowest lane.
+pub(super) fn nearest(x: &[f32], centroids: &[f32], half_norms: &[f32]) -> usize {
+    let mut best = [f32::INFINITY; BLOCK];
+    // Group numbers as f32 (exact below 2²⁴), as the SIMD kernels keep them.
+    let mut best_group = [0.0f32; BLOCK];
+    for (g, (group, norms)) in centroids
+        .chunks_exact(BLOCK * x.len())
+        .zip(half_norms.chunks_exact(BLOCK))
+        .enumerate()
+    {
+        let mut score = [0.0f32; BLOCK];
+        score.copy_from_slice(norms);
+        for (column, &value) in group.chunks_exact(BLOCK).zip(x) {
+            for (s, &c) in score.iter_mut().zip(column) {
+                *s -= value * c;
+            }
+        }
+        for lane in 0..BLOCK {
+            let better = score[lane] < best[lane];
+            best[lane] = if better { score[lane] } else { best[lane] };
+            best_group[lane] = if better { g as f32 } else { best_group[lane] };
+        }
+    }
+    super::nearest::lowest(&best, &best_group)
 }
