@@ -87,15 +87,9 @@ pub struct SearchArgs {
     /// The server.
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Queries JSONL: {"id": ..., "vector": {"token": weight, ...}}.
-    #[arg(long)]
-    pub queries: PathBuf,
-    /// Query token vectors, .npy [total_tokens, dim] float32 or float16 (needed to rerank).
-    #[arg(long)]
-    pub query_vectors: Option<PathBuf>,
-    /// Token vectors per query, .npy [queries].
-    #[arg(long)]
-    pub query_lens: Option<PathBuf>,
+    /// The query files.
+    #[command(flatten)]
+    pub files: QueryFileArgs,
     /// The knobs sent with every query.
     #[command(flatten)]
     pub knobs: KnobArgs,
@@ -108,6 +102,41 @@ pub struct SearchArgs {
     /// The run tag (last column).
     #[arg(long, default_value = "tandem")]
     pub tag: String,
+}
+
+/// Query files on a command line (`tandem search`, `tandem-bench load`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryFileArgs {
+    /// Queries JSONL: {"id": ..., "vector": {"token": weight, ...}}.
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Query token vectors, .npy [total_tokens, dim] float32 or float16 (needed to rerank).
+    #[arg(long)]
+    pub query_vectors: Option<PathBuf>,
+    /// Token vectors per query, .npy [queries].
+    #[arg(long)]
+    pub query_lens: Option<PathBuf>,
+}
+
+impl QueryFileArgs {
+    /// Loads the queries, with their token vectors unless `sparse_only` (then not needed).
+    pub fn load(&self, sparse_only: bool) -> anyhow::Result<QuerySet> {
+        anyhow::ensure!(
+            sparse_only || self.query_vectors.is_some(),
+            "--query-vectors and --query-lens are needed to rerank (or pass --sparse-only)"
+        );
+        let queries = QuerySet::load(
+            &self.queries,
+            self.query_vectors.as_deref().filter(|_| !sparse_only),
+            self.query_lens.as_deref().filter(|_| !sparse_only),
+        )?;
+        anyhow::ensure!(
+            !queries.is_empty(),
+            "{}: no queries",
+            self.queries.display()
+        );
+        Ok(queries)
+    }
 }
 
 /// The per-query knobs on a command line (`tandem search`, `tandem-bench load`); anything
@@ -209,20 +238,7 @@ pub struct SearchReport {
 
 /// `tandem search`: loads the queries, runs them in batches, writes the run.
 pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
-    if !args.knobs.sparse_only && args.query_vectors.is_none() {
-        anyhow::bail!(
-            "--query-vectors and --query-lens are needed to rerank (or pass --sparse-only)"
-        );
-    }
-    let queries = QuerySet::load(
-        &args.queries,
-        args.query_vectors
-            .as_deref()
-            .filter(|_| !args.knobs.sparse_only),
-        args.query_lens
-            .as_deref()
-            .filter(|_| !args.knobs.sparse_only),
-    )?;
+    let queries = args.files.load(args.knobs.sparse_only)?;
     let knobs = args.knobs.knobs();
     let requests = (0..queries.len())
         .map(|i| queries.request(i, &knobs))

@@ -124,6 +124,17 @@ fn naive_maxsim(query: &[f32], doc: &[f32], dim: usize) -> f64 {
         .sum()
 }
 
+/// The brute-force top `n` sparse candidates of `query` and their naive MaxSim scores.
+fn reference_candidates(c: &Corpus, query: &Query, n: usize) -> (Vec<(u32, f32)>, Vec<f64>) {
+    let candidates: Vec<(u32, f32)> = brute_force_sparse(c, query).into_iter().take(n).collect();
+    let qv = &query.vectors.as_ref().unwrap().values;
+    let maxsim = candidates
+        .iter()
+        .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
+        .collect();
+    (candidates, maxsim)
+}
+
 fn params(k: usize, kappa: usize) -> SearchParams {
     SearchParams {
         first_stage: FirstStage::Exact,
@@ -174,15 +185,7 @@ fn two_stage_equals_naive_maxsim_rerank_with_cp_and_ee() {
     let mut ee_stopped_early = 0;
     for i in 0..c.queries.len() {
         let query = engine_query(&c, i);
-        let candidates: Vec<(u32, f32)> = brute_force_sparse(&c, &query)
-            .into_iter()
-            .take(kappa)
-            .collect();
-        let qv = &query.vectors.as_ref().unwrap().values;
-        let maxsim: Vec<f64> = candidates
-            .iter()
-            .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
-            .collect();
+        let (candidates, maxsim) = reference_candidates(&c, &query, kappa);
 
         // Plain rerank: the top k of the candidates by MaxSim.
         let got = c.index.search(&query, &params(k, kappa), &limits).unwrap();
@@ -291,15 +294,7 @@ fn fusion_equals_the_reference_formulas_and_weight_zero_is_maxsim_alone() {
     let mut reordered = 0;
     for i in 0..c.queries.len() {
         let query = engine_query(&c, i);
-        let candidates: Vec<(u32, f32)> = brute_force_sparse(&c, &query)
-            .into_iter()
-            .take(kappa)
-            .collect();
-        let qv = &query.vectors.as_ref().unwrap().values;
-        let maxsim: Vec<f64> = candidates
-            .iter()
-            .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
-            .collect();
+        let (candidates, maxsim) = reference_candidates(&c, &query, kappa);
         let sparse: Vec<f64> = candidates.iter().map(|c| f64::from(c.1)).collect();
         let plain = c.index.search(&query, &params(k, kappa), &limits).unwrap();
 
@@ -389,15 +384,7 @@ fn fusion_normalises_over_the_candidates_early_exit_reranked() {
         let reranked = got.stats.reranked;
         stopped += usize::from(reranked < kappa);
         // The fused scores are normalised over exactly the reranked candidates.
-        let candidates: Vec<(u32, f32)> = brute_force_sparse(&c, &query)
-            .into_iter()
-            .take(reranked)
-            .collect();
-        let qv = &query.vectors.as_ref().unwrap().values;
-        let maxsim: Vec<f64> = candidates
-            .iter()
-            .map(|(d, _)| naive_maxsim(qv, &c.doc_vectors[*d as usize], c.dim))
-            .collect();
+        let (candidates, maxsim) = reference_candidates(&c, &query, reranked);
         let sparse: Vec<f64> = candidates.iter().map(|c| f64::from(c.1)).collect();
         let fused = reference_fusion(fusion.method, 0.5, &maxsim, &sparse);
         for hit in &got.hits {

@@ -6,7 +6,7 @@
 use clap::Parser;
 use std::path::Path;
 use tandem_bench::trec_eval::{evaluate, Metrics, Qrels, Run};
-use tandem_client::cli::{KnobArgs, SearchArgs};
+use tandem_client::cli::{KnobArgs, QueryFileArgs, SearchArgs};
 use tandem_client::TandemClient;
 use tandem_server::config::ServeOptions;
 use tandem_tests::{scifact_dir, TestServer};
@@ -47,9 +47,11 @@ async fn run_queries(
     let plain = mode == Mode::PlainMaxSim;
     let args = SearchArgs {
         server: tandem_client::cli::ServerArgs::plain(url),
-        queries: dir.join("queries.jsonl"),
-        query_vectors: Some(dir.join("query_vectors.npy")),
-        query_lens: Some(dir.join("query_lens.npy")),
+        files: QueryFileArgs {
+            queries: dir.join("queries.jsonl"),
+            query_vectors: Some(dir.join("query_vectors.npy")),
+            query_lens: Some(dir.join("query_lens.npy")),
+        },
         knobs: KnobArgs {
             k,
             kappa,

@@ -30,8 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tandem_client::cli::{KnobArgs, ServerArgs};
-use tandem_client::queries::QuerySet;
+use tandem_client::cli::{KnobArgs, QueryFileArgs, ServerArgs};
 use tandem_client::TandemClient;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{SearchRequest, SearchStreamResponse};
@@ -44,15 +43,9 @@ pub struct LoadArgs {
     /// The server (loopback or the given address only).
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Queries JSONL.
-    #[arg(long)]
-    pub queries: PathBuf,
-    /// Query token vectors (.npy), needed unless --sparse-only.
-    #[arg(long)]
-    pub query_vectors: Option<PathBuf>,
-    /// Token vectors per query (.npy).
-    #[arg(long)]
-    pub query_lens: Option<PathBuf>,
+    /// The query files.
+    #[command(flatten)]
+    pub files: QueryFileArgs,
     /// The knobs sent with every query.
     #[command(flatten)]
     pub knobs: KnobArgs,
@@ -373,21 +366,7 @@ async fn open_loop(
 
 /// Runs `tandem-bench load` and prints (and optionally writes and plots) the report.
 pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
-    let sparse_only = args.knobs.sparse_only;
-    anyhow::ensure!(
-        sparse_only || args.query_vectors.is_some(),
-        "--query-vectors and --query-lens are needed to rerank (or pass --sparse-only)"
-    );
-    let queries = QuerySet::load(
-        &args.queries,
-        args.query_vectors.as_deref().filter(|_| !sparse_only),
-        args.query_lens.as_deref().filter(|_| !sparse_only),
-    )?;
-    anyhow::ensure!(
-        !queries.is_empty(),
-        "{}: no queries",
-        args.queries.display()
-    );
+    let queries = args.files.load(args.knobs.sparse_only)?;
     let knobs = args.knobs.knobs();
     let method = match args.method.as_str() {
         "batch" => Method::Batch,
@@ -534,7 +513,7 @@ fn config_json(args: &LoadArgs) -> serde_json::Value {
         "addr": args.server.addr,
         "tls": args.server.tls_ca.is_some(),
         "auth": args.server.token.is_some(),
-        "queries": args.queries.display().to_string(),
+        "queries": args.files.queries.display().to_string(),
         "method": args.method,
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
