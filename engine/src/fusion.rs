@@ -52,12 +52,16 @@ impl FusionMethod {
 /// The customary RRF constant (Cormack, Clarke and Büttcher, SIGIR 2009).
 pub const DEFAULT_RRF_K: f32 = 60.0;
 
+/// Largest fusion weight: the sparse term then dwarfs MaxSim already (MaxSim only breaks ties), and
+/// fused scores stay finite.
+pub const MAX_FUSION_WEIGHT: f32 = 1e6;
+
 /// A fusion method and the weight of the sparse score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fusion {
     /// The normalisation.
     pub method: FusionMethod,
-    /// Weight of the normalised sparse score, finite and ≥ 0; 0 is MaxSim alone.
+    /// Weight of the normalised sparse score, in [0, [`MAX_FUSION_WEIGHT`]]; 0 is MaxSim alone.
     pub weight: f32,
 }
 
@@ -86,6 +90,15 @@ impl Fusion {
             return Err(Error::invalid(
                 "fusion_weight",
                 format!("{} must be finite and >= 0", self.weight),
+            ));
+        }
+        if self.weight > MAX_FUSION_WEIGHT {
+            return Err(Error::invalid(
+                "fusion_weight",
+                format!(
+                    "{:e} exceeds the limit of {MAX_FUSION_WEIGHT:e}",
+                    self.weight
+                ),
             ));
         }
         if let FusionMethod::Rrf { k } = self.method {
@@ -234,7 +247,7 @@ mod tests {
 
     #[test]
     fn invalid_weights_and_rrf_constants_are_named() {
-        for weight in [-0.1, f32::NAN, f32::INFINITY] {
+        for weight in [-0.1, f32::NAN, f32::INFINITY, 2.0 * MAX_FUSION_WEIGHT] {
             let err = Fusion {
                 method: FusionMethod::ZScore,
                 weight,

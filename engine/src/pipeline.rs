@@ -43,6 +43,25 @@ impl Default for Limits {
 /// every MaxSim sum finite.
 pub const MAX_VECTOR_VALUE: f32 = 65504.0;
 
+/// Largest weight of a query term: far above what learned sparse encoders produce (SPLADE weights
+/// are a few units), and low enough to keep sparse scores finite (4096 terms × 1e6 × document
+/// weights up to 1e25 stay below `f32::MAX`).
+pub const MAX_TERM_WEIGHT: f32 = 1e6;
+
+/// Checks the weight of a query term: finite, ≥ 0 and at most [`MAX_TERM_WEIGHT`]; otherwise the
+/// message saying what is wrong.
+pub fn check_term_weight(weight: f32) -> std::result::Result<(), String> {
+    if !weight.is_finite() || weight < 0.0 {
+        Err(format!("weight {weight} must be finite and >= 0"))
+    } else if weight > MAX_TERM_WEIGHT {
+        Err(format!(
+            "weight {weight:e} exceeds the limit of {MAX_TERM_WEIGHT:e}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Which first stage a query runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FirstStage {
@@ -86,8 +105,8 @@ pub struct QueryVectors {
 /// A query in engine terms: term ids with weights, and token vectors.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Query {
-    /// `(term id, weight)` pairs; ids distinct and below the vocabulary size, weights finite and
-    /// ≥ 0 (zeros ignored). A query without positive weights matches nothing.
+    /// `(term id, weight)` pairs; ids distinct and below the vocabulary size, weights as
+    /// [`check_term_weight`] requires (zeros ignored). A query without positive weights matches nothing.
     pub terms: Vec<(u32, f32)>,
     /// Token vectors; required when reranking.
     pub vectors: Option<QueryVectors>,
@@ -343,12 +362,8 @@ impl Index {
                     format!("term id {term} is out of range (vocabulary size {vocab})"),
                 ));
             }
-            if !weight.is_finite() || weight < 0.0 {
-                return Err(Error::invalid(
-                    format!("query.sparse.values[{i}]"),
-                    format!("weight {weight} must be finite and >= 0"),
-                ));
-            }
+            check_term_weight(weight)
+                .map_err(|message| Error::invalid(format!("query.sparse.values[{i}]"), message))?;
             ids.push(term);
         }
         ids.sort_unstable();
@@ -449,6 +464,19 @@ pub fn cp_cutoff(candidates: &[Scored], k: usize, alpha: f32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn term_weights_must_be_finite_non_negative_and_bounded() {
+        for ok in [0.0, 1.5, MAX_TERM_WEIGHT] {
+            assert_eq!(check_term_weight(ok), Ok(()), "{ok}");
+        }
+        for bad in [-0.1, f32::NAN, f32::INFINITY] {
+            let message = check_term_weight(bad).unwrap_err();
+            assert!(message.contains("finite and >= 0"), "{message}");
+        }
+        let message = check_term_weight(f32::MAX).unwrap_err();
+        assert!(message.ends_with("exceeds the limit of 1e6"), "{message}");
+    }
 
     #[test]
     fn cp_keeps_first_k_and_those_near_the_kth() {

@@ -2,6 +2,7 @@
 
 use crate::auth::Tokens;
 use std::path::PathBuf;
+use tandem_engine::fusion::MAX_FUSION_WEIGHT;
 use tandem_engine::{Fusion, Limits, Verify};
 
 /// What the service applies to every call.
@@ -104,8 +105,8 @@ impl ServeOptions {
                 "--default-ee-beta must be >= 1 (or off)",
             ),
             (
-                self.default_fusion.weight.is_finite() && self.default_fusion.weight >= 0.0,
-                "--default-fusion-weight must be finite and >= 0",
+                (0.0..=MAX_FUSION_WEIGHT).contains(&self.default_fusion.weight),
+                "--default-fusion-weight must be in [0, 1e6]",
             ),
             (
                 self.default_rrf_k.is_finite() && self.default_rrf_k > 0.0,

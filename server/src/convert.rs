@@ -3,7 +3,7 @@
 use crate::config::ServeOptions;
 use half::f16;
 use tandem_engine::approx::ApproxQueryParams;
-use tandem_engine::pipeline::FirstStage;
+use tandem_engine::pipeline::{check_term_weight, FirstStage};
 use tandem_engine::{
     Error, Fusion, FusionMethod, Index, Query, QueryVectors, Result, SearchOutput, SearchParams,
 };
@@ -60,7 +60,7 @@ pub fn prepare(
     let query = request
         .query
         .ok_or_else(|| Error::invalid("query", "is missing"))?;
-    let (terms, unknown_tokens) = sparse_terms(index, &query)?;
+    let (terms, unknown_tokens) = sparse_terms(index, options.limits.max_query_terms, &query)?;
     let vectors = match query.vectors {
         Some(vectors) if rerank => Some(token_vectors(vectors)?),
         _ => None,
@@ -127,7 +127,20 @@ fn first_stage(index: &Index, request: &v1::SearchRequest) -> Result<FirstStage>
     }
 }
 
-fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u32)> {
+/// The query's sparse terms as `(id, weight)` and the number of unknown token strings. More than
+/// `max_terms` entries are refused before any work, whichever form they come in (the engine
+/// checks the resolved terms again).
+fn sparse_terms(
+    index: &Index,
+    max_terms: usize,
+    query: &v1::Query,
+) -> Result<(Vec<(u32, f32)>, u32)> {
+    let too_many = |field: &str, given: usize| {
+        Error::invalid(
+            field,
+            format!("{given} terms exceed the server limit max_query_terms = {max_terms}"),
+        )
+    };
     let by_id = query
         .sparse
         .as_ref()
@@ -142,6 +155,9 @@ fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u3
             "the query is empty: give `sparse` (ids and values) or `sparse_tokens`",
         )),
         (Some(sparse), true) => {
+            if sparse.indices.len() > max_terms {
+                return Err(too_many("query.sparse", sparse.indices.len()));
+            }
             if sparse.indices.len() != sparse.values.len() {
                 return Err(Error::invalid(
                     "query.sparse.values",
@@ -163,13 +179,13 @@ fn sparse_terms(index: &Index, query: &v1::Query) -> Result<(Vec<(u32, f32)>, u3
             ))
         }
         (None, false) => {
+            if query.sparse_tokens.len() > max_terms {
+                return Err(too_many("query.sparse_tokens", query.sparse_tokens.len()));
+            }
             for (token, &weight) in &query.sparse_tokens {
-                if !weight.is_finite() || weight < 0.0 {
-                    return Err(Error::invalid(
-                        format!("query.sparse_tokens[{token:?}]"),
-                        format!("weight {weight} must be finite and >= 0"),
-                    ));
-                }
+                check_term_weight(weight).map_err(|message| {
+                    Error::invalid(format!("query.sparse_tokens[{token:?}]"), message)
+                })?;
             }
             let tokens = query.sparse_tokens.iter().map(|(t, &w)| (t.as_str(), w));
             let (terms, unknown) = index.resolve_terms(tokens);

@@ -12,12 +12,12 @@ pub mod convert;
 pub mod deadline;
 pub mod demo;
 pub mod metrics;
-mod oversize;
 pub mod request_id;
 pub mod service;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod wire;
 pub mod workers;
 
 use anyhow::Context;
@@ -95,7 +95,7 @@ pub async fn serve(
         builder = builder.tls_config(tls).context("cannot configure TLS")?;
     }
     builder
-        .layer(oversize::layer(max_message))
+        .layer(wire::WireLayer::new(max_message))
         .layer(request_id::RequestIdLayer)
         .layer(deadline::layer())
         .add_service(health_service)

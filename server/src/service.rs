@@ -11,6 +11,7 @@ use crate::convert::{prepare, response};
 use crate::deadline::deadline;
 use crate::state::{Served, Shared, StreamSlot};
 use crate::status::to_status;
+use crate::wire::request_fault;
 use crate::workers::{Cancel, Rejected};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -286,8 +287,10 @@ async fn next_answer(shared: &Shared, pending: &mut VecDeque<Pending>) -> Search
 }
 
 /// Reads a stream's requests, keeps up to `stream_window` of them in flight on the workers, and
-/// sends their answers in request order; stops at the call's deadline, on a broken request
-/// stream, or when the client goes away (pending queries are then cancelled).
+/// sends their answers in request order; stops at the call's deadline or when the client goes
+/// away (pending queries are then cancelled). A request message that cannot be read (see
+/// [`request_fault`]) ends the reading: the queries read before it are still answered, then the
+/// call fails with its status.
 async fn pump(
     shared: Arc<Shared>,
     _slot: StreamSlot,
@@ -298,6 +301,7 @@ async fn pump(
     let window = shared.options.stream_window;
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut reading = true;
+    let mut unreadable = None;
     let expired = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
     tokio::pin!(expired);
     while reading || !pending.is_empty() {
@@ -320,11 +324,14 @@ async fn pump(
                 Ok(Some(request)) => pending.push_back(Pending::start(&shared, request)),
                 Ok(None) => reading = false,
                 Err(status) => {
-                    let _ = answers.send(Err(status)).await;
-                    return;
+                    unreadable = Some(request_fault(status, shared.options.max_message_bytes));
+                    reading = false;
                 }
             },
         }
+    }
+    if let Some(status) = unreadable {
+        let _ = answers.send(Err(status)).await;
     }
 }
 
