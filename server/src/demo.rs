@@ -81,8 +81,16 @@ pub fn corpus(work_dir: &Path, evalset: &Path) -> anyhow::Result<DemoCorpus> {
 /// Builds the demo index under `work_dir` unless a finished one is already there.
 pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
     let out = work_dir.join("index");
-    if out.join(files::MANIFEST).exists() {
-        return Ok(out);
+    let existing = out.join(files::MANIFEST).exists();
+    if existing {
+        // Reuse the index of an earlier start unless this version cannot open it (e.g. it was
+        // built by an older tandem); then build it again in its place.
+        match tandem_engine::Index::open_with(&out, tandem_engine::Verify::SkipChecksums) {
+            Ok(_) => return Ok(out),
+            Err(e) => {
+                tracing::warn!(error = %e, "the existing demo index cannot be opened; rebuilding it")
+            }
+        }
     }
     tracing::info!(from = %corpus.source, out = %out.display(), "building the demo index");
     let config = BuildConfig {
@@ -93,7 +101,7 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
         vocab: Some(corpus.vocab.clone()),
         token_ids: false,
         out: out.clone(),
-        overwrite: false,
+        overwrite: existing,
         approx: None,
         codec: tandem_engine::tokens::Codec::F16,
     };
@@ -127,8 +135,11 @@ pub async fn show_queries(addr: &str, corpus: &DemoCorpus) -> anyhow::Result<()>
         shown.push_str(&format!("\n  query {} {title:?}\n", record.id));
         for hit in &reply.hits {
             shown.push_str(&format!(
-                "    doc {:<10} maxsim {:8.4}  sparse {:8.4}\n",
-                hit.doc_id, hit.score, hit.sparse_score
+                "    doc {:<10} score {:8.4}  (maxsim {:7.4}, sparse {:8.4})\n",
+                hit.doc_id,
+                hit.score,
+                hit.maxsim_score.unwrap_or(f32::NAN),
+                hit.sparse_score
             ));
         }
     }
