@@ -31,6 +31,9 @@ pub enum Command {
     Sweep(crate::sweep::SweepArgs),
     /// Score fusion: nDCG@10 over methods, weights and κ, and the stability of one setting.
     Fusion(crate::fusion::FusionArgs),
+    /// The token-level gather-and-refine baseline (HNSW over every document token, then exact
+    /// MaxSim) next to tandem's two-stage path: quality, candidates scored and latency.
+    TokenGather(crate::token_gather::TokenGatherArgs),
     /// Load-test a running server (closed or open loop), with latency percentiles and quality.
     Load(Box<crate::load::LoadArgs>),
     /// Compare two load reports (JSON from `load --json`).
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rerank(args) => crate::rerank::rerank(&args),
         Command::Sweep(args) => crate::sweep::sweep(&args),
         Command::Fusion(args) => crate::fusion::fusion(&args),
+        Command::TokenGather(args) => crate::token_gather::token_gather(&args),
         Command::Load(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

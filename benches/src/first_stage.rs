@@ -64,7 +64,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut nanos: Vec<u64>) -> Latency {
+    /// Summarises per-query nanoseconds.
+    pub fn of(mut nanos: Vec<u64>) -> Latency {
         nanos.sort_unstable();
         let pick = |q: f64| {
             let i = ((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len().max(1)) - 1;
@@ -124,7 +125,8 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-fn peak_rss_bytes() -> Option<u64> {
+/// The process's peak resident set size (`VmHWM`), if the platform reports it.
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -11,5 +11,6 @@ pub mod load;
 pub mod plot;
 pub mod rerank;
 pub mod sweep;
+pub mod token_gather;
 pub mod trec_eval;
 pub mod workload;
