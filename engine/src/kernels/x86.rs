@@ -135,9 +135,9 @@ macro_rules! by_rows {
 //   token), so query tokens are processed in groups of at most [`GROUP_512`].
 //
 // Measured with `tandem-bench rerank` (hot pages, candidates mostly not in the CPU caches) on a
-// 2-core KVM Xeon with AVX-512: 15% less time per candidate than running each tile over the
-// whole document, on synthetic ~80-token documents with ~32-token queries, and 13% on scifact;
-// 12% for a cached 32 × 80-token candidate. What is left is mostly memory: with the candidate
+// 2-core KVM Xeon with AVX-512: 17% less time per candidate than running each tile over the
+// whole document, on synthetic ~80-token documents with ~32-token queries, and 15% on scifact;
+// 10% for a cached 32 × 80-token candidate. What is left is mostly memory: with the candidate
 // cached, a 32 × 80 candidate runs at about 75% of the FMA peak (widening and the per-tile
 // set-up cost the rest); read from memory, each candidate waits about 1 µs for its first step
 // and its TLB misses (a 4 KiB page per 4 KiB block).
@@ -369,9 +369,10 @@ fn maxsim512<T: Element>(
 
 /// One pass of one tile of `R` query tokens over a step of `B` blocks: the `R × 16·B` dot
 /// products over the pass's dimensions, added to those saved by the previous pass (if any); then,
-/// after the last pass, each block's dot products become MaxSim candidates (scaled with int8,
-/// −∞ in padding lanes, whose values and scales may hold anything) and are folded into `best`
-/// (the tile's running maxima); otherwise they are saved in `partial` for the next pass.
+/// after the last pass, each block's dot products become MaxSim candidates (scaled with int8) and
+/// are folded into `best` (the tile's running maxima) by a masked max that leaves out the lanes
+/// of padding tokens, whose values and scales may hold anything; otherwise they are saved in
+/// `partial` for the next pass.
 ///
 /// `DIM` is the dimension when it is known at compile time ([`FIXED_DIM`]), 0 otherwise.
 #[inline]
