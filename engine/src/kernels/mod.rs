@@ -135,7 +135,8 @@ pub enum KernelKind {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C: tiles of 6 query tokens × 16 document tokens.
     Avx2,
-    /// x86-64 with AVX-512F: tiles of up to 14 query tokens × 32 document tokens.
+    /// x86-64 with AVX-512F: the document in steps of up to 48 tokens, each scored by tiles of up
+    /// to 9 query tokens × 48 document tokens (14 × 32 for steps of 32 tokens).
     Avx512,
     /// aarch64 with NEON (Advanced SIMD): tiles of 6 query tokens × 16 document tokens.
     Neon,

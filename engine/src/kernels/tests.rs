@@ -110,10 +110,20 @@ fn check_case(query: &[f32], rows: &[f16], dim: usize, what: &str) {
     }
 }
 
-pub(super) const DIMS: [usize; 9] = [1, 3, 8, 17, 96, 100, 127, 128, 129];
-/// Covers every AVX-512 tile height (1–14) and every AVX2/NEON one (1–6), alone and combined.
-pub(super) const QUERY_TOKENS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15, 29, 32];
-pub(super) const DOC_TOKENS: [usize; 12] = [1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 80, 81];
+/// Includes 128 (which the AVX-512 kernel compiles separately) and dimensions that take the
+/// AVX-512 kernel two and three passes over its scratch (129, 257).
+pub(super) const DIMS: [usize; 10] = [1, 3, 8, 17, 96, 100, 127, 128, 129, 257];
+/// Covers every AVX-512 tile height (1–14 for steps of one or two blocks, 1–9 for steps of three)
+/// and every AVX2/NEON one (1–6), alone and combined, and queries of one and two AVX-512 groups
+/// (64 and 65 tokens).
+pub(super) const QUERY_TOKENS: [usize; 20] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 18, 29, 32, 64, 65,
+];
+/// Covers 1 to 8 blocks (every sequence of AVX-512 steps: 1, 2, 3, 2+2, 3+2, 3+3, 3+2+2,
+/// 3+3+2), and tails of 15, 16 and 17 tokens.
+pub(super) const DOC_TOKENS: [usize; 16] = [
+    1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 64, 65, 80, 81, 112, 113,
+];
 
 #[test]
 fn packing_places_every_value_and_zero_pads() {
