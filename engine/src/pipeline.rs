@@ -89,7 +89,9 @@ pub struct SearchParams {
     /// How the final score combines MaxSim and the sparse score ([`Fusion::NONE`]: MaxSim alone).
     pub fusion: Fusion,
     /// Ask the kernel to read every candidate's token vectors ahead before scoring the first
-    /// (helps when they are not in memory; costs a system call per candidate when they are).
+    /// (helps when they are not in memory; costs a system call per candidate when they are, so
+    /// it is skipped while the token store knows itself resident: see
+    /// [`TokenStore::check_residency`](crate::tokens::TokenStore::check_residency)).
     pub prefetch: bool,
 }
 
@@ -211,7 +213,7 @@ impl Index {
         }
 
         let started = Instant::now();
-        if params.prefetch {
+        if params.prefetch && self.tokens().needs_prefetch() {
             for candidate in &candidates {
                 self.tokens().prefetch(candidate.id);
             }

@@ -9,6 +9,7 @@ use crate::kernels::{self, packed_len, KernelKind};
 use crate::pq::{self, Codebook, PqDoc};
 use half::f16;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How token vectors are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub struct TokenStore {
     padded: ArrayFile<u64>,
     storage: Storage,
     dim: usize,
+    /// Whether every page of the vector files was in memory at the last
+    /// [`TokenStore::check_residency`] (false until then).
+    resident: AtomicBool,
 }
 
 impl TokenStore {
@@ -217,6 +221,7 @@ impl TokenStore {
             padded,
             storage,
             dim,
+            resident: AtomicBool::new(false),
         })
     }
 
@@ -306,6 +311,26 @@ impl TokenStore {
                 scales.evict();
             }
         }
+    }
+
+    /// Checks whether every page of the vector files is in memory now (one `mincore` per file:
+    /// about a millisecond per GiB) and remembers the answer for [`TokenStore::needs_prefetch`].
+    /// Servers call it now and then from a background thread; returns the answer.
+    pub fn check_residency(&self) -> bool {
+        let resident = match &self.storage {
+            Storage::F16(packed) => packed.is_resident(),
+            Storage::Int8 { values, scales } => values.is_resident() && scales.is_resident(),
+            Storage::Pq { codes, scales, .. } => codes.is_resident() && scales.is_resident(),
+        };
+        self.resident.store(resident, Ordering::Relaxed);
+        resident
+    }
+
+    /// Whether [`TokenStore::prefetch`] can help: false when the last
+    /// [`TokenStore::check_residency`] found every page in memory (a `MADV_WILLNEED` per
+    /// candidate then only costs a system call), true otherwise or before any check.
+    pub fn needs_prefetch(&self) -> bool {
+        !self.resident.load(Ordering::Relaxed)
     }
 
     /// Bytes of the token-vector files in memory now (page-cache residency of their mappings).

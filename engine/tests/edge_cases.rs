@@ -108,3 +108,18 @@ fn maxsim_scores_and_vector_value_limits() {
         "{err}"
     );
 }
+
+#[test]
+fn prefetch_is_wanted_until_the_token_files_are_found_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = tiny_index(dir.path());
+    let tokens = index.tokens();
+    assert!(tokens.needs_prefetch(), "no residency check yet");
+    // Reading every document through the mapping brings all its pages in.
+    for doc in 0..index.doc_count() as u32 {
+        let vectors = tokens.doc(doc).unwrap();
+        assert!(vectors.maxsim(tandem_engine::kernels::detect(), &[1.0, 0.0], 1, 2) > 0.0);
+    }
+    assert!(tokens.check_residency(), "every page was just read");
+    assert!(!tokens.needs_prefetch());
+}

@@ -86,6 +86,9 @@ pub async fn serve(
         let _ = stop.send(true);
     });
     tokio::spawn(reload_on_hangup(shared.clone(), when_stopped()));
+    if shared.options.prefetch {
+        tokio::spawn(watch_residency(shared.clone(), when_stopped()));
+    }
     let metrics = listeners
         .metrics
         .map(|listener| tokio::spawn(metrics::serve(shared.clone(), listener, when_stopped())));
@@ -162,6 +165,31 @@ async fn reload_on_hangup(shared: Arc<Shared>, stopped: impl Future<Output = ()>
     #[cfg(not(unix))]
     {
         let _ = (shared, stopped.await);
+    }
+}
+
+/// How often the served index's token files are checked for residency.
+const RESIDENCY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Checks every [`RESIDENCY_CHECK`], until `stopped`, whether the served index's token vectors
+/// are all in memory, so that queries skip the per-candidate prefetch while they are (see
+/// `TokenStore::check_residency`). The check runs on a blocking thread: a `mincore` over a large
+/// file takes milliseconds.
+async fn watch_residency(shared: Arc<Shared>, stopped: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(RESIDENCY_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = ticks.tick() => {
+                let served = shared.served();
+                let check = tokio::task::spawn_blocking(move || served.index.tokens().check_residency());
+                if let Err(e) = check.await {
+                    tracing::warn!("residency check failed: {e}");
+                }
+            }
+        }
     }
 }
 

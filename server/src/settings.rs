@@ -134,8 +134,9 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
     /// Do not read each query's candidates' token vectors ahead before reranking. Prefetch is
-    /// on by default: ~100× faster reranking of cold (not in memory) candidates, ~4% slower on
-    /// hot ones (one system call per candidate).
+    /// on by default while some page of the token files is not in memory (checked every 5 s):
+    /// ~100× faster reranking of cold candidates; skipped while every page is in memory, where
+    /// its system call per candidate would only cost time.
     #[arg(long, env = "TANDEM_NO_PREFETCH")]
     pub no_prefetch: bool,
     /// Worker threads running queries [default: the number of cores].

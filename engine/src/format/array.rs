@@ -246,6 +246,11 @@ impl<T: Element> ArrayFile<T> {
         crate::mmap::resident_bytes(&self.map)
     }
 
+    /// Whether every page of the file is in memory now (see [`crate::mmap::resident_bytes`]).
+    pub fn is_resident(&self) -> bool {
+        crate::mmap::resident_bytes(&self.map) >= self.map.len()
+    }
+
     /// Evicts the file from memory (see [`crate::mmap::evict`]); for cold benchmarks.
     pub fn evict(&self) {
         crate::mmap::evict(&self.map, &self.file);

@@ -317,7 +317,7 @@ fn check_shapes(query: &[f32], n_q: usize, dim: usize, doc_packed: &[f16], m: us
 
 /// Measured single-core f32 FMA throughput (GFLOP/s) of the SIMD width `kind` uses, for
 /// expressing kernel throughput as a share of the machine's peak; `None` for kernels without a
-/// peak measurement here (scalar, NEON). Takes a few hundred milliseconds.
+/// peak measurement here (scalar, NEON). Takes about a tenth of a second.
 pub fn fma_peak_gflops(kind: KernelKind) -> Option<f64> {
     match kind {
         #[cfg(target_arch = "x86_64")]

@@ -833,7 +833,7 @@ fn chain_flops(iters: u64, lanes: usize) -> f64 {
 }
 
 /// Measured single-core f32 FMA throughput in GFLOP/s of AVX-512 (`wide`) or AVX2, or `None`
-/// when the CPU lacks the features. Best of a few runs of about `millis` ms each.
+/// when the CPU lacks the features: the best of runs of about 2 ms, `millis` ms in all.
 pub(super) fn fma_peak_gflops(wide: bool, millis: u64) -> Option<f64> {
     let available = if wide {
         avx512_available()
@@ -856,11 +856,13 @@ pub(super) fn fma_peak_gflops(wide: bool, millis: u64) -> Option<f64> {
         started.elapsed().as_secs_f64()
     };
     let lanes = if wide { 16 } else { 8 };
-    // Calibrate to about `millis` per run, then keep the best of five.
-    let mut iters = 1u64 << 16;
-    while run(iters) * 1000.0 < millis as f64 / 4.0 && iters < 1 << 34 {
+    // Calibrate runs of about 2 ms and keep the best of `millis / 2` (at least five) of them:
+    // short runs are likelier to find the core unshared on a busy machine.
+    let mut iters = 1u64 << 12;
+    while run(iters) < 0.5e-3 && iters < 1 << 34 {
         iters *= 2;
     }
-    let best = (0..5).map(|_| run(iters)).fold(f64::INFINITY, f64::min);
+    let runs = (millis / 2).max(5);
+    let best = (0..runs).map(|_| run(iters)).fold(f64::INFINITY, f64::min);
     Some(chain_flops(iters, lanes) / best / 1e9)
 }
