@@ -2,6 +2,7 @@
 //! metrics and the open-stream count.
 
 use crate::config::ServeOptions;
+use crate::encode::Encoders;
 use crate::metrics::Metrics;
 use crate::workers::Workers;
 use arc_swap::ArcSwap;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub verify: Verify,
     /// When the server started.
     pub started: Instant,
+    /// The encoders of text queries.
+    pub encoders: Encoders,
     streams: AtomicUsize,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -49,6 +52,7 @@ impl Shared {
             metrics: Metrics::new(),
             verify,
             started: now,
+            encoders: Encoders::default(),
             streams: AtomicUsize::new(0),
             reloading: tokio::sync::Mutex::new(()),
         })
