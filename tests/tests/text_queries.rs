@@ -19,7 +19,8 @@ use tandem_client::cli::{KnobArgs, QueryFileArgs, SearchArgs, ServerArgs};
 use tandem_client::queries::QuerySet;
 use tandem_client::TandemClient;
 use tandem_engine::encoders::{TableSparseEncoder, TextTokenizer};
-use tandem_proto::v1::{Query, SearchRequest};
+use tandem_proto::v1::search_stream_response::Result as StreamResult;
+use tandem_proto::v1::{Query, SearchRequest, SearchResponse};
 use tandem_server::config::ServeOptions;
 use tandem_server::encode::{EncoderSettings, Encoders};
 use tandem_tests::{models, scifact_dir, synthetic_index, Models, TestServer};
@@ -40,6 +41,10 @@ fn neural_settings(models: &Models, data: &Path) -> EncoderSettings {
         vector_projection: Some((data.join("proj_mean.npy"), data.join("proj_W.npy"))),
         ..EncoderSettings::none()
     }
+}
+
+fn docs(response: &SearchResponse) -> Vec<String> {
+    response.hits.iter().map(|h| h.doc_id.clone()).collect()
 }
 
 fn text_request(id: &str, text: &str) -> SearchRequest {
@@ -206,6 +211,7 @@ async fn text_queries_rank_like_pre_encoded_ones() {
     }
     let options = ServeOptions {
         encoders: neural_settings(&models, &data),
+        workers: 2,
         ..ServeOptions::default()
     };
     let server = TestServer::start(&index, options).await.unwrap();
@@ -259,9 +265,6 @@ async fn text_queries_rank_like_pre_encoded_ones() {
             .iter()
             .all(|r| r.micros > 0 && r.tokens >= 3));
         assert!(by_vectors.encoders.is_empty());
-        let docs = |r: &tandem_proto::v1::SearchResponse| {
-            r.hits.iter().map(|h| h.doc_id.clone()).collect::<Vec<_>>()
-        };
         assert_eq!(docs(&by_text), docs(&by_vectors), "query {i}");
         for (a, b) in by_text.hits.iter().zip(&by_vectors.hits) {
             assert!(
@@ -272,6 +275,42 @@ async fn text_queries_rank_like_pre_encoded_ones() {
             );
         }
     }
+    // SearchBatch: each worker's chunk is encoded in one call (5 queries over 2 workers: 3 + 2).
+    let batch: Vec<SearchRequest> = (0..5).map(|i| texts.request(i, &knobs)).collect();
+    let answers = client.search_batch(batch).await.unwrap();
+    let sizes: Vec<u32> = answers.iter().map(|r| r.encoders[0].batch_size).collect();
+    assert_eq!(sizes, [3, 3, 3, 2, 2]);
+    // SearchStream: answers in request order, the same as unary ones; text queries that
+    // arrived together share encoder calls, the pre-encoded query among them runs alone.
+    let mut requests: Vec<SearchRequest> = (0..12).map(|i| texts.request(i, &knobs)).collect();
+    requests.insert(6, queries.request(6, &knobs));
+    let mut expected = Vec::new();
+    for request in &requests {
+        expected.push(docs(&client.search(request.clone()).await.unwrap()));
+    }
+    let mut stream = client
+        .search_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.result {
+            Some(StreamResult::Response(response)) => answers.push(response),
+            other => panic!("stream answered {other:?}"),
+        }
+    }
+    assert_eq!(answers.iter().map(docs).collect::<Vec<_>>(), expected);
+    assert!(answers[6].encoders.is_empty());
+    assert!(answers
+        .iter()
+        .enumerate()
+        .all(|(i, a)| i == 6 || a.encoders.len() == 2));
+    let largest = answers
+        .iter()
+        .flat_map(|a| a.encoders.iter().map(|e| e.batch_size))
+        .max();
+    eprintln!("SearchStream of 13 queries: largest encoder batch {largest:?}");
+
     // Text with the sparse half given: only the token-vector encoder runs.
     let mut half = queries.request(3, &knobs);
     if let Some(q) = half.query.as_mut() {
