@@ -74,6 +74,18 @@ impl Shared {
         let index = tokio::task::spawn_blocking(move || Index::open_with(&opening, verify))
             .await
             .map_err(|e| tandem_engine::Error::corrupt(&dir, format!("loading failed: {e}")))??;
+        if let Some(encoded) = self.encoders.vector_dim() {
+            if encoded != index.dim() {
+                return Err(tandem_engine::Error::bad_input(
+                    dir.display().to_string(),
+                    format!(
+                        "the index stores {}-d token vectors but the server's token-vector \
+                         encoder makes {encoded}-d ones: text queries could not be answered",
+                        index.dim()
+                    ),
+                ));
+            }
+        }
         let served = Arc::new(Served {
             index,
             loaded: Instant::now(),

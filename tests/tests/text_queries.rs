@@ -325,6 +325,18 @@ async fn text_queries_rank_like_pre_encoded_ones() {
     let status = client.search(huge).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("query.text") && status.message().contains("65536"));
+    // A reload to an index of another dimension is refused: text queries could not be answered.
+    let other = synthetic_index(200, 2, 16, 3).unwrap();
+    let status = client
+        .reload_index(other.index.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("16-d") && status.message().contains("128-d"),
+        "{status:?}"
+    );
+    assert_eq!(client.index_info().await.unwrap().doc_count, 5183);
     server.stop().await.unwrap();
 
     // (b) inference-free sparse encoding: the index's IDF as the weight table.
