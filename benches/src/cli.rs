@@ -34,6 +34,9 @@ pub enum Command {
     /// The token-level gather-and-refine baseline (HNSW over every document token, then exact
     /// MaxSim) next to tandem's two-stage path: quality, candidates scored and latency.
     TokenGather(crate::token_gather::TokenGatherArgs),
+    /// Text queries: encoding time per query of each encoder (1 and 2 threads), and quality
+    /// and end-to-end latency with the neural encoders and with the inference-free one.
+    Encoders(crate::encoders::EncodersArgs),
     /// Load-test a running server (closed or open loop), with latency percentiles and quality.
     Load(Box<crate::load::LoadArgs>),
     /// Compare two load reports (JSON from `load --json`).
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(args) => crate::sweep::sweep(&args),
         Command::Fusion(args) => crate::fusion::fusion(&args),
         Command::TokenGather(args) => crate::token_gather::token_gather(&args),
+        Command::Encoders(args) => crate::encoders::encoders(&args),
         Command::Load(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -107,7 +107,8 @@ pub struct SearchArgs {
 /// Query files on a command line (`tandem search`, `tandem-bench load`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryFileArgs {
-    /// Queries JSONL: {"id": ..., "vector": {"token": weight, ...}}.
+    /// Queries JSONL: {"id": ..., "vector": {"token": weight, ...}} (or {"id", "text"} with
+    /// --text).
     #[arg(long)]
     pub queries: PathBuf,
     /// Query token vectors, .npy [total_tokens, dim] float32 or float16 (needed to rerank).
@@ -116,11 +117,25 @@ pub struct QueryFileArgs {
     /// Token vectors per query, .npy [queries].
     #[arg(long)]
     pub query_lens: Option<PathBuf>,
+    /// Send each line's `text` field only: the server encodes it with its query encoders (see
+    /// `tandem info`); no vectors are read or sent.
+    #[arg(long, conflicts_with_all = ["query_vectors", "query_lens"])]
+    pub text: bool,
 }
 
 impl QueryFileArgs {
-    /// Loads the queries, with their token vectors unless `sparse_only` (then not needed).
+    /// Loads the queries, with their token vectors unless `sparse_only` (then not needed), or
+    /// their texts with `text`.
     pub fn load(&self, sparse_only: bool) -> anyhow::Result<QuerySet> {
+        if self.text {
+            let queries = QuerySet::load_texts(&self.queries)?;
+            anyhow::ensure!(
+                !queries.is_empty(),
+                "{}: no queries",
+                self.queries.display()
+            );
+            return Ok(queries);
+        }
         anyhow::ensure!(
             sparse_only || self.query_vectors.is_some(),
             "--query-vectors and --query-lens are needed to rerank (or pass --sparse-only)"

@@ -1,5 +1,6 @@
 //! Query files: queries JSONL (`{"id", "text", "vector": {token: weight}}`) plus, for
-//! reranking, their token vectors (`.npy` `[total_tokens, dim]`) and counts (`.npy` `[queries]`).
+//! reranking, their token vectors (`.npy` `[total_tokens, dim]`) and counts (`.npy` `[queries]`);
+//! or, for text queries, the JSONL's `id` and `text` fields only (the server encodes them).
 
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -15,6 +16,8 @@ pub struct QuerySet {
     pub vectors: Option<Vec<Vec<f32>>>,
     /// Dimensions per token vector (0 without vectors).
     pub dim: usize,
+    /// Each query's text, when the queries are sent as text (then nothing else is sent).
+    pub texts: Option<Vec<String>>,
 }
 
 /// Knobs sent with every query.
@@ -66,6 +69,50 @@ impl QuerySet {
             records,
             vectors,
             dim,
+            texts: None,
+        })
+    }
+
+    /// Loads text queries: each line's `id` and `text` (a non-empty string); any other field
+    /// is ignored. Errors name the file, line and field.
+    pub fn load_texts(queries: &Path) -> anyhow::Result<QuerySet> {
+        let text = std::fs::read_to_string(queries)
+            .with_context(|| format!("cannot read {}", queries.display()))?;
+        let mut records = Vec::new();
+        let mut texts = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = || format!("{}:{}", queries.display(), i + 1);
+            let value: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("{}: invalid record", at()))?;
+            let id = match value.get("id") {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+                Some(other) => bail!(
+                    "{}: field `id` must be a non-empty string or an integer, got {other}",
+                    at()
+                ),
+                None => bail!("{}: field `id` is missing", at()),
+            };
+            match value.get("text") {
+                Some(serde_json::Value::String(t)) if !t.trim().is_empty() => texts.push(t.clone()),
+                Some(serde_json::Value::String(_)) => bail!("{}: field `text` is empty", at()),
+                Some(other) => bail!("{}: field `text` must be a string, got {other}", at()),
+                None => bail!("{}: field `text` is missing (needed with --text)", at()),
+            }
+            records.push(SparseRecord {
+                id,
+                terms: Vec::new(),
+                text: None,
+            });
+        }
+        Ok(QuerySet {
+            records,
+            vectors: None,
+            dim: 0,
+            texts: Some(texts),
         })
     }
 
@@ -91,12 +138,20 @@ impl QuerySet {
                 f16_le: Vec::new(),
             })
         };
-        SearchRequest {
-            query: Some(Query {
+        let query = match &self.texts {
+            Some(texts) => Query {
+                text: texts[i].clone(),
+                ..Query::default()
+            },
+            None => Query {
                 sparse: None,
                 sparse_tokens: record.terms.iter().cloned().collect(),
                 vectors,
-            }),
+                text: String::new(),
+            },
+        };
+        SearchRequest {
+            query: Some(query),
             k: knobs.k,
             kappa: knobs.kappa,
             cp_alpha: knobs.cp_alpha,

@@ -34,6 +34,15 @@ pub enum Error {
     /// A query was abandoned because its caller stopped waiting (deadline passed, client gone).
     #[error("the query was cancelled")]
     Cancelled,
+    /// A query encoder failed while running (a model that loaded but cannot run, not a bad
+    /// query).
+    #[error("encoder {}: {message}", model.display())]
+    Encoder {
+        /// The model directory (or table file) of the encoder.
+        model: PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// An I/O operation failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -191,6 +191,11 @@ impl Index {
         self.tokens.dim()
     }
 
+    /// The vocabulary term with id `term`.
+    pub fn term(&self, term: u32) -> Option<&str> {
+        self.vocab.get(term as usize)
+    }
+
     /// The id of a vocabulary term.
     pub fn term_id(&self, term: &str) -> Option<u32> {
         self.term_ids.get(term).copied()

@@ -11,6 +11,8 @@
 
 pub mod approx;
 pub mod build;
+#[cfg(feature = "encoders")]
+pub mod encoders;
 pub mod error;
 pub mod format;
 pub mod fusion;
@@ -26,6 +28,7 @@ pub mod sparse;
 pub mod synth;
 pub mod tokens;
 pub mod topk;
+pub mod weight_table;
 
 pub use error::{Error, Result};
 pub use fusion::{Fusion, FusionMethod};

@@ -39,6 +39,17 @@ pub enum Command {
         /// The index directory.
         dir: PathBuf,
     },
+    /// Write a per-token weight table for inference-free sparse query encoding
+    /// (`tandem-server --sparse-table`): each vocabulary term's IDF over the index's documents,
+    /// ln(1 + (N − df + 0.5) / (df + 0.5)), as JSON {"token": weight}.
+    WeightTable {
+        /// The index directory.
+        #[arg(long)]
+        index: PathBuf,
+        /// The JSON file to write (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Arguments of `tandem-index build`.
@@ -125,7 +136,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => build(args),
         Command::Inspect { dir } => inspect(&dir),
         Command::Verify { dir } => verify(&dir),
+        Command::WeightTable { index, out } => weight_table(&index, &out),
     }
+}
+
+fn weight_table(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let index = Index::open_with(dir, Verify::SkipChecksums)?;
+    let table = tandem_engine::weight_table::idf_table(&index);
+    tandem_engine::weight_table::write_json_table(out, &table)?;
+    println!(
+        "wrote {}: IDF of {} terms over {} documents",
+        out.display(),
+        table.len(),
+        index.doc_count()
+    );
+    Ok(())
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {

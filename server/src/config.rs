@@ -1,6 +1,7 @@
 //! Server options: query defaults and limits.
 
 use crate::auth::Tokens;
+use crate::encode::EncoderSettings;
 use std::path::PathBuf;
 use tandem_engine::fusion::MAX_FUSION_WEIGHT;
 use tandem_engine::{Fusion, Limits, Verify};
@@ -43,6 +44,8 @@ pub struct ServeOptions {
     pub auth: Option<Tokens>,
     /// Serve TLS with this certificate chain and key (`None`: plaintext).
     pub tls: Option<TlsFiles>,
+    /// The encoders of text queries (none by default).
+    pub encoders: EncoderSettings,
 }
 
 /// PEM files of the server's TLS identity.
@@ -74,6 +77,7 @@ impl Default for ServeOptions {
             verify: Verify::Full,
             auth: None,
             tls: None,
+            encoders: EncoderSettings::none(),
         }
     }
 }
@@ -123,6 +127,10 @@ impl ServeOptions {
             (self.max_queue >= 1, "--max-queue must be >= 1"),
             (self.max_streams >= 1, "--max-streams must be >= 1"),
             (self.stream_window >= 1, "--stream-window must be >= 1"),
+            (
+                self.encoders.max_tokens >= 2,
+                "--query-max-tokens must be >= 2 (room for [CLS] and [SEP])",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(message.to_string()),

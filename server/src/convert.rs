@@ -255,5 +255,6 @@ pub fn response(index: &Index, prepared: &Prepared, output: SearchOutput) -> v1:
             rerank_us: s.rerank_us,
         }),
         query_id: prepared.query_id.clone(),
+        encoders: Vec::new(),
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod deadline;
 pub mod demo;
+pub mod encode;
 pub mod metrics;
 pub mod request_id;
 pub mod service;
@@ -56,9 +57,11 @@ pub async fn serve(
         None => None,
     };
     let verify = options.verify;
-    let shared = Arc::new(
-        Shared::new(index, options, verify).context("cannot start the query worker threads")?,
-    );
+    let encoders = load_encoders(&options, index.dim()).await?;
+    let mut shared =
+        Shared::new(index, options, verify).context("cannot start the query worker threads")?;
+    shared.encoders = encoders;
+    let shared = Arc::new(shared);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -124,6 +127,30 @@ pub async fn serve(
         metrics.await.context("metrics server task failed")??;
     }
     Ok(())
+}
+
+/// Loads the configured query encoders off the reactor and checks that their token vectors fit
+/// the index (`dim`).
+async fn load_encoders(options: &ServeOptions, dim: usize) -> anyhow::Result<encode::Encoders> {
+    let settings = options.encoders.clone();
+    if settings.any() {
+        tracing::info!(?settings, "loading query encoders");
+    }
+    let encoders = tokio::task::spawn_blocking(move || encode::Encoders::load(&settings))
+        .await
+        .context("loading the query encoders failed")?
+        .context("cannot load the query encoders")?;
+    if let Some(encoded) = encoders.vector_dim() {
+        anyhow::ensure!(
+            encoded == dim,
+            "the token-vector encoder makes {encoded}-d vectors but the index stores {dim}-d              vectors (give --vector-projection-mean/--vector-projection-matrix to project them)"
+        );
+    }
+    for info in encoders.info() {
+        tracing::info!(role = %info.role, kind = %info.kind, source = %info.source,
+            max_tokens = info.max_tokens, "query encoder loaded");
+    }
+    Ok(encoders)
 }
 
 /// The TLS identity from PEM files, naming the file that cannot be read.

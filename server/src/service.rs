@@ -4,7 +4,8 @@
 //! queue is RESOURCE_EXHAUSTED at once, a client deadline (`grpc-timeout`) DEADLINE_EXCEEDED,
 //! and a call whose caller stops waiting has its work cancelled. SearchBatch spreads a batch over
 //! the workers in contiguous chunks; SearchStream pipelines up to `stream_window` queries of a
-//! stream and answers them in order.
+//! stream and answers them in order. Text queries are encoded inside their job: a SearchBatch
+//! chunk, or the text queries of a stream that arrived together, in one encoder batch.
 
 use crate::config::ServeOptions;
 use crate::convert::{prepare, response};
@@ -43,7 +44,40 @@ impl SearchService {
 /// One answered query and what it did.
 type Answer = (SearchResponse, SearchStats);
 
-/// Converts, runs and answers one request (on a worker thread).
+/// Encodes the texts of `requests` together (see [`crate::encode`]), then converts, runs and
+/// answers each (on a worker thread).
+fn answer_all(
+    shared: &Shared,
+    index: &Index,
+    mut requests: Vec<SearchRequest>,
+    cancelled: &AtomicBool,
+) -> Vec<tandem_engine::Result<Answer>> {
+    let runs = shared.encoders.fill(&mut requests);
+    requests
+        .into_iter()
+        .zip(runs)
+        .map(|(request, runs)| {
+            let runs = runs?;
+            let (mut response, stats) = answer(index, &shared.options, request, cancelled)?;
+            response.encoders = runs;
+            Ok((response, stats))
+        })
+        .collect()
+}
+
+/// Answers one request whose text (if any) is encoded already.
+fn answer_one(
+    shared: &Shared,
+    index: &Index,
+    request: SearchRequest,
+    cancelled: &AtomicBool,
+) -> tandem_engine::Result<Answer> {
+    answer_all(shared, index, vec![request], cancelled)
+        .pop()
+        .unwrap_or(Err(tandem_engine::Error::Cancelled))
+}
+
+/// Converts, runs and answers one request.
 fn answer(
     index: &Index,
     options: &ServeOptions,
@@ -100,7 +134,7 @@ async fn run_one(
     let answer = shared
         .workers
         .submit(&cancel, move |cancelled| {
-            answer(&served.index, &job_shared.options, request, cancelled)
+            answer_one(&job_shared, &served.index, request, cancelled)
         })
         .map_err(rejected)?;
     let (response, stats) = until(deadline, answer).await?.map_err(to_status)?;
@@ -204,9 +238,7 @@ async fn run_batch(
         let answers = shared
             .workers
             .submit(&cancel, move |cancelled| {
-                part.into_iter()
-                    .map(|r| answer(&served.index, &job_shared.options, r, cancelled))
-                    .collect::<Vec<_>>()
+                answer_all(&job_shared, &served.index, part, cancelled)
             })
             .map_err(rejected)?;
         pending.push(answers);
@@ -224,11 +256,19 @@ async fn run_batch(
     Ok(responses)
 }
 
-/// A stream query on its way: the worker's answer to come, or why there will be none.
+/// A stream query on its way: the worker's answer to come, or why there will be none. Queries
+/// that went to the workers together share one cancel flag, raised when the last of them is
+/// dropped.
 struct Pending {
     query_id: String,
     started: Instant,
-    state: Result<(oneshot::Receiver<tandem_engine::Result<Answer>>, Cancel), Status>,
+    state: Result<
+        (
+            oneshot::Receiver<tandem_engine::Result<Answer>>,
+            Arc<Cancel>,
+        ),
+        Status,
+    >,
 }
 
 impl Pending {
@@ -239,15 +279,61 @@ impl Pending {
         let state = shared
             .workers
             .submit(&cancel, move |cancelled| {
-                answer(&served.index, &job_shared.options, request, cancelled)
+                answer_one(&job_shared, &served.index, request, cancelled)
             })
-            .map(|receiver| (receiver, cancel))
+            .map(|receiver| (receiver, Arc::new(cancel)))
             .map_err(rejected);
         Pending {
             query_id,
             started: Instant::now(),
             state,
         }
+    }
+
+    /// Starts `requests` read together from a stream: text queries as one job (their texts
+    /// encoded in one batch), the others one job each.
+    fn start_all(shared: &Arc<Shared>, requests: Vec<SearchRequest>) -> Vec<Pending> {
+        let has_text = |r: &SearchRequest| r.query.as_ref().is_some_and(|q| !q.text.is_empty());
+        if requests.iter().filter(|r| has_text(r)).count() < 2 {
+            return requests
+                .into_iter()
+                .map(|r| Pending::start(shared, r))
+                .collect();
+        }
+        let started = Instant::now();
+        let cancel = Arc::new(Cancel::default());
+        let mut pending = Vec::with_capacity(requests.len());
+        let mut group = Vec::new();
+        let mut senders = Vec::new();
+        for request in requests {
+            if !has_text(&request) {
+                pending.push(Pending::start(shared, request));
+                continue;
+            }
+            let (sender, receiver) = oneshot::channel();
+            pending.push(Pending {
+                query_id: request.query_id.clone(),
+                started,
+                state: Ok((receiver, cancel.clone())),
+            });
+            senders.push(sender);
+            group.push(request);
+        }
+        let (served, job_shared) = (shared.served(), shared.clone());
+        let submitted = shared.workers.submit(&cancel, move |cancelled| {
+            let answers = answer_all(&job_shared, &served.index, group, cancelled);
+            for (sender, answer) in senders.into_iter().zip(answers) {
+                let _ = sender.send(answer);
+            }
+        });
+        if let Err(rejection) = submitted {
+            for p in &mut pending {
+                if p.state.as_ref().is_ok_and(|(_, c)| Arc::ptr_eq(c, &cancel)) {
+                    p.state = Err(rejected(rejection));
+                }
+            }
+        }
+        pending
     }
 }
 
@@ -321,7 +407,29 @@ async fn pump(
                 }
             }
             message = requests.message(), if room => match message {
-                Ok(Some(request)) => pending.push_back(Pending::start(&shared, request)),
+                Ok(Some(request)) => {
+                    // The requests that have already arrived go to the workers together (text
+                    // queries are then encoded in one batch).
+                    let mut arrived = vec![request];
+                    while reading && pending.len() + arrived.len() < window {
+                        let next = tokio::select! {
+                            biased;
+                            message = requests.message() => Some(message),
+                            () = std::future::ready(()) => None,
+                        };
+                        match next {
+                            None => break,
+                            Some(Ok(Some(request))) => arrived.push(request),
+                            Some(Ok(None)) => reading = false,
+                            Some(Err(status)) => {
+                                unreadable =
+                                    Some(request_fault(status, shared.options.max_message_bytes));
+                                reading = false;
+                            }
+                        }
+                    }
+                    pending.extend(Pending::start_all(&shared, arrived));
+                }
                 Ok(None) => reading = false,
                 Err(status) => {
                     unreadable = Some(request_fault(status, shared.options.max_message_bytes));
@@ -391,6 +499,7 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         maxsim_kernel: tandem_engine::kernels::detect().to_string(),
         workers: saturate(shared.workers.threads()),
         max_queue: saturate(shared.workers.capacity()),
+        encoders: shared.encoders.info().to_vec(),
     }
 }
 

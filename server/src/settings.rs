@@ -10,6 +10,7 @@
 
 use crate::auth::Tokens;
 use crate::config::{ServeOptions, TlsFiles};
+use crate::encode::EncoderSettings;
 use anyhow::Context;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -162,6 +163,40 @@ pub struct Settings {
     /// line) on every call but health checks. TANDEM_AUTH_TOKENS (comma-separated) adds more.
     #[arg(long, env = "TANDEM_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Encode the sparse half of text queries with this BertForMaskedLM directory
+    /// (config.json, model.safetensors, tokenizer.json), SPLADE-style.
+    #[arg(long, env = "TANDEM_SPARSE_MODEL", conflicts_with = "sparse_table")]
+    pub sparse_model: Option<PathBuf>,
+    /// Encode the sparse half of text queries inference-free with this per-token weight table
+    /// (JSON {"token": weight}, or a 1-D .npy by token id; e.g. from `tandem-index
+    /// weight-table`).
+    #[arg(long, env = "TANDEM_SPARSE_TABLE")]
+    pub sparse_table: Option<PathBuf>,
+    /// The tokenizer of --sparse-table (a tokenizer.json, or a directory holding one)
+    /// [default: --vector-model's].
+    #[arg(long, env = "TANDEM_SPARSE_TOKENIZER")]
+    pub sparse_tokenizer: Option<PathBuf>,
+    /// Encode the token vectors of text queries with this BERT directory (config.json,
+    /// model.safetensors, tokenizer.json): its last hidden states, L2-normalised.
+    #[arg(long, env = "TANDEM_VECTOR_MODEL")]
+    pub vector_model: Option<PathBuf>,
+    /// Project the token vectors first: subtract this mean (a [hidden] float .npy) ...
+    #[arg(
+        long,
+        env = "TANDEM_VECTOR_PROJECTION_MEAN",
+        requires = "vector_projection_matrix"
+    )]
+    pub vector_projection_mean: Option<PathBuf>,
+    /// ... and multiply by this matrix (a [hidden, dim] float .npy).
+    #[arg(
+        long,
+        env = "TANDEM_VECTOR_PROJECTION_MATRIX",
+        requires = "vector_projection_mean"
+    )]
+    pub vector_projection_matrix: Option<PathBuf>,
+    /// Truncate query text to this many wordpieces, special tokens included [default: 128].
+    #[arg(long, env = "TANDEM_QUERY_MAX_TOKENS")]
+    pub query_max_tokens: Option<usize>,
 }
 
 /// Keeps `$a.field` if set, else takes `$b.field`, for each listed option field.
@@ -211,7 +246,8 @@ impl Settings {
             default_cp_alpha, default_ee_beta, default_fusion_method, default_fusion_weight,
             default_rrf_k, max_k, max_kappa, max_query_terms, max_query_tokens, max_batch,
             max_message_bytes, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
-            auth_tokens_file)
+            auth_tokens_file, sparse_model, sparse_table, sparse_tokenizer, vector_model,
+            vector_projection_mean, vector_projection_matrix, query_max_tokens)
     }
 
     /// Fills in the defaults, loads the auth tokens (`env_tokens`: the value of
@@ -237,6 +273,33 @@ impl Settings {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        anyhow::ensure!(
+            !(self.sparse_model.is_some() && self.sparse_table.is_some()),
+            "--sparse-model and --sparse-table exclude each other (one sparse encoder per server)"
+        );
+        let vector_projection = match (self.vector_projection_mean, self.vector_projection_matrix) {
+            (Some(mean), Some(matrix)) => Some((mean, matrix)),
+            (None, None) => None,
+            _ => {
+                anyhow::bail!("--vector-projection-mean and --vector-projection-matrix go together")
+            }
+        };
+        anyhow::ensure!(
+            vector_projection.is_none() || self.vector_model.is_some(),
+            "--vector-projection-mean/-matrix need --vector-model"
+        );
+        anyhow::ensure!(
+            self.sparse_tokenizer.is_none() || self.sparse_table.is_some(),
+            "--sparse-tokenizer is the tokenizer of --sparse-table, which is not given"
+        );
+        let encoders = EncoderSettings {
+            sparse_model: self.sparse_model,
+            sparse_table: self.sparse_table,
+            sparse_tokenizer: self.sparse_tokenizer,
+            vector_model: self.vector_model,
+            vector_projection,
+            max_tokens: self.query_max_tokens.unwrap_or(d.encoders.max_tokens),
         };
         let options = ServeOptions {
             default_k: self.default_k.unwrap_or(d.default_k),
@@ -274,6 +337,7 @@ impl Settings {
             },
             auth: Tokens::load(self.auth_tokens_file.as_deref(), env_tokens)?,
             tls,
+            encoders,
         };
         options
             .validate()
@@ -339,6 +403,51 @@ mod tests {
         assert_eq!((o.workers, o.max_queue), (3, 7));
         assert!(o.auth.is_some());
         assert!(!format!("{o:?}").contains("t1"), "tokens are masked");
+    }
+
+    #[test]
+    fn encoder_settings_come_from_flags_and_file() {
+        let file: Settings = toml::from_str(
+            r#"
+            index = "i"
+            vector-model = "models/minilm"
+            vector-projection-mean = "mean.npy"
+            vector-projection-matrix = "w.npy"
+            sparse-table = "idf.json"
+            query-max-tokens = 64
+            "#,
+        )
+        .unwrap();
+        let flags = parse(&["--query-max-tokens", "100"]);
+        let e = flags.merge(file).resolve(None).unwrap().options.encoders;
+        assert_eq!(e.vector_model, Some(PathBuf::from("models/minilm")));
+        assert_eq!(
+            e.vector_projection,
+            Some((PathBuf::from("mean.npy"), PathBuf::from("w.npy")))
+        );
+        assert_eq!(e.sparse_table, Some(PathBuf::from("idf.json")));
+        assert_eq!((e.sparse_model, e.max_tokens), (None, 100));
+        let none = parse(&["--index", "i"]).resolve(None).unwrap();
+        assert!(!none.options.encoders.any());
+
+        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        let both: Settings =
+            toml::from_str("index = \"i\"\nsparse-model = \"m\"\nsparse-table = \"t.json\"")
+                .unwrap();
+        assert!(err(both).contains("--sparse-model and --sparse-table"));
+        let half: Settings =
+            toml::from_str("index = \"i\"\nvector-model = \"m\"\nvector-projection-mean = \"a\"")
+                .unwrap();
+        assert!(err(half).contains("go together"));
+        assert!(err(parse(&["--index", "i", "--query-max-tokens", "1"])).contains("max-tokens"));
+        assert!(Settings::try_parse_from([
+            "tandem-server",
+            "--sparse-model",
+            "m",
+            "--sparse-table",
+            "t"
+        ])
+        .is_err());
     }
 
     #[test]

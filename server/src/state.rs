@@ -2,6 +2,7 @@
 //! metrics and the open-stream count.
 
 use crate::config::ServeOptions;
+use crate::encode::Encoders;
 use crate::metrics::Metrics;
 use crate::workers::Workers;
 use arc_swap::ArcSwap;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub verify: Verify,
     /// When the server started.
     pub started: Instant,
+    /// The encoders of text queries.
+    pub encoders: Encoders,
     streams: AtomicUsize,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -49,6 +52,7 @@ impl Shared {
             metrics: Metrics::new(),
             verify,
             started: now,
+            encoders: Encoders::default(),
             streams: AtomicUsize::new(0),
             reloading: tokio::sync::Mutex::new(()),
         })
@@ -70,6 +74,18 @@ impl Shared {
         let index = tokio::task::spawn_blocking(move || Index::open_with(&opening, verify))
             .await
             .map_err(|e| tandem_engine::Error::corrupt(&dir, format!("loading failed: {e}")))??;
+        if let Some(encoded) = self.encoders.vector_dim() {
+            if encoded != index.dim() {
+                return Err(tandem_engine::Error::bad_input(
+                    dir.display().to_string(),
+                    format!(
+                        "the index stores {}-d token vectors but the server's token-vector \
+                         encoder makes {encoded}-d ones: text queries could not be answered",
+                        index.dim()
+                    ),
+                ));
+            }
+        }
         let served = Arc::new(Served {
             index,
             loaded: Instant::now(),

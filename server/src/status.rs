@@ -14,5 +14,9 @@ pub fn to_status(error: Error) -> Status {
             tracing::error!(%error, "index failure while serving");
             Status::internal(error.to_string())
         }
+        Error::Encoder { .. } => {
+            tracing::error!(%error, "query encoder failure");
+            Status::internal(error.to_string())
+        }
     }
 }

