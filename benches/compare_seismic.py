@@ -108,13 +108,13 @@ SEISMIC_GRID = {
 TANDEM_GRID = {
     # "approx" sweeps the knobs below; "exact" (every posting scored) ignores them.
     "first_stage": ["approx"],
-    "query_cut": [2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 30],
-    "heap_factor": [1.2, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6],
+    "query_cut": [6, 8, 10, 13, 16, 20, 25, 32],
+    "rescore": [20, 30, 50, 70, 100, 150],
 }
 # Flag names of `tandem-bench first-stage` for each tandem grid axis.
 TANDEM_FLAGS = {
     "query_cut": "--query-cut",
-    "heap_factor": "--heap-factor",
+    "rescore": "--rescore",
     "first_stage": "--first-stage",
 }
 

@@ -41,9 +41,9 @@ pub struct FirstStageArgs {
     /// Approximate: query terms walked (default: the index's).
     #[arg(long)]
     pub query_cut: Option<usize>,
-    /// Approximate: block-skipping aggressiveness (default: the index's).
+    /// Approximate: documents rescored exactly (default: the index's).
     #[arg(long)]
-    pub heap_factor: Option<f32>,
+    pub rescore: Option<usize>,
     /// Also run the exact first stage and report accuracy against it (and its latency).
     #[arg(long)]
     pub exact_ground_truth: bool,
@@ -141,7 +141,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
         (Some("exact"), _) => FirstStage::Exact,
         (_, FirstStage::Approx(defaults)) => FirstStage::Approx(ApproxQueryParams {
             query_cut: args.query_cut.unwrap_or(defaults.query_cut),
-            heap_factor: args.heap_factor.unwrap_or(defaults.heap_factor),
+            rescore: args.rescore.unwrap_or(defaults.rescore),
         }),
         (Some(_), FirstStage::Exact) => {
             anyhow::bail!("{} has no approximate first stage", args.index.display())
@@ -174,7 +174,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
         "threads": args.threads,
         "first_stage": match stage {
             FirstStage::Exact => json!({"kind": "exact"}),
-            FirstStage::Approx(p) => json!({"kind": "approx", "query_cut": p.query_cut, "heap_factor": p.heap_factor}),
+            FirstStage::Approx(p) => json!({"kind": "approx", "query_cut": p.query_cut, "rescore": p.rescore}),
         },
         "mean_us": latency.mean_us,
         "p50_us": latency.p50_us,

@@ -188,9 +188,9 @@ pub struct KnobArgs {
     /// Approximate first stage: query terms walked (default: the index's).
     #[arg(long)]
     pub query_cut: Option<u32>,
-    /// Approximate first stage: block-skipping aggressiveness in (0, 1] (default: the index's).
+    /// Approximate first stage: documents rescored exactly, >= 1 (default: the index's).
     #[arg(long)]
-    pub heap_factor: Option<f32>,
+    pub rescore: Option<u32>,
 }
 
 impl KnobArgs {
@@ -208,7 +208,7 @@ impl KnobArgs {
                 None => FirstStage::Unspecified,
             },
             query_cut: self.query_cut,
-            heap_factor: self.heap_factor,
+            rescore: self.rescore,
             fusion_method: match self.fusion_method.as_deref() {
                 Some("zscore") => FusionMethod::Zscore,
                 Some("minmax") => FusionMethod::Minmax,

@@ -43,8 +43,8 @@ pub struct QueryKnobs {
     pub first_stage: FirstStage,
     /// Approximate first stage: query terms walked.
     pub query_cut: Option<u32>,
-    /// Approximate first stage: block-skipping aggressiveness.
-    pub heap_factor: Option<f32>,
+    /// Approximate first stage: documents rescored exactly.
+    pub rescore: Option<u32>,
 }
 
 impl QuerySet {
@@ -164,7 +164,7 @@ impl QuerySet {
             query_id: record.id.clone(),
             first_stage: knobs.first_stage as i32,
             query_cut: knobs.query_cut,
-            heap_factor: knobs.heap_factor,
+            rescore: knobs.rescore,
             fusion_method: knobs.fusion_method as i32,
             fusion_weight: knobs.fusion_weight,
             rrf_k: knobs.rrf_k,

@@ -86,30 +86,21 @@ pub struct BuildArgs {
     /// and a 2-byte scale per token, with a codebook trained by k-means during the build).
     #[arg(long, value_parser = ["f16", "int8", "pq"], default_value = "f16")]
     pub codec: String,
-    /// The first stage to build: `exact` only, or also `approx` (pruned, blocked posting lists
-    /// with summaries; then used by default at query time, exact search staying available). The
-    /// approximate stage is experimental: on the scifact eval set it is still slower than exact
-    /// search at equal accuracy (see README).
-    #[arg(long, value_parser = ["approx", "exact"], default_value = "exact")]
+    /// The first stage to build: `approx` (the default: the inverted index plus impact-pruned
+    /// lists and a forward index, for the approximate first stage queries then use by default,
+    /// exact search staying available per query) or `exact` (the inverted index only).
+    #[arg(long, value_parser = ["approx", "exact"], default_value = "approx")]
     pub first_stage: String,
     /// Approximate first stage: postings kept per term (its heaviest).
     #[arg(long, default_value_t = ApproxBuildParams::default().n_postings)]
     pub n_postings: usize,
-    /// Approximate first stage: blocks per kept list, as a fraction of its length.
-    #[arg(long, default_value_t = ApproxBuildParams::default().centroid_fraction)]
-    pub centroid_fraction: f32,
-    /// Approximate first stage: share of a block summary's L1 mass kept.
-    #[arg(long, default_value_t = ApproxBuildParams::default().summary_energy)]
-    pub summary_energy: f32,
-    /// Approximate first stage: most components in one block summary.
-    #[arg(long, default_value_t = ApproxBuildParams::default().max_summary_terms)]
-    pub max_summary_terms: usize,
     /// Approximate first stage: default query terms walked (queries may override).
     #[arg(long, default_value_t = ApproxQueryParams::default().query_cut)]
     pub query_cut: usize,
-    /// Approximate first stage: default block-skipping aggressiveness in (0, 1].
-    #[arg(long, default_value_t = ApproxQueryParams::default().heap_factor)]
-    pub heap_factor: f32,
+    /// Approximate first stage: default number of documents rescored exactly (queries may
+    /// override).
+    #[arg(long, default_value_t = ApproxQueryParams::default().rescore)]
+    pub rescore: usize,
 }
 
 /// Parses a scale given as a number (`0.0078`) or a fraction (`1/127`).
@@ -167,13 +158,10 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         approx: (args.first_stage == "approx").then_some(ApproxSettings {
             build: ApproxBuildParams {
                 n_postings: args.n_postings,
-                centroid_fraction: args.centroid_fraction,
-                summary_energy: args.summary_energy,
-                max_summary_terms: args.max_summary_terms,
             },
             query_defaults: ApproxQueryParams {
                 query_cut: args.query_cut,
-                heap_factor: args.heap_factor,
+                rescore: args.rescore,
             },
         }),
     };

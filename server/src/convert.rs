@@ -105,7 +105,7 @@ fn first_stage(index: &Index, request: &v1::SearchRequest) -> Result<FirstStage>
     let defaults = index.manifest().approx.as_ref().map(|a| a.query_defaults);
     let knobs = |defaults: ApproxQueryParams| ApproxQueryParams {
         query_cut: request.query_cut.map_or(defaults.query_cut, |c| c as usize),
-        heap_factor: request.heap_factor.unwrap_or(defaults.heap_factor),
+        rescore: request.rescore.map_or(defaults.rescore, |r| r as usize),
     };
     match (v1::FirstStage::try_from(request.first_stage), defaults) {
         (Ok(v1::FirstStage::Exact), _) | (Ok(v1::FirstStage::Unspecified), None) => {

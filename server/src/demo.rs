@@ -84,9 +84,13 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
     let existing = out.join(files::MANIFEST).exists();
     if existing {
         // Reuse the index of an earlier start unless this version cannot open it (e.g. it was
-        // built by an older tandem); then build it again in its place.
+        // built by an older tandem) or it lacks the approximate first stage (older demo indexes
+        // were exact-only); then build it again in its place.
         match tandem_engine::Index::open_with(&out, tandem_engine::Verify::SkipChecksums) {
-            Ok(_) => return Ok(out),
+            Ok(index) if index.approx().is_some() => return Ok(out),
+            Ok(_) => tracing::info!(
+                "the existing demo index has no approximate first stage; rebuilding it"
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "the existing demo index cannot be opened; rebuilding it")
             }
@@ -102,7 +106,7 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
         token_ids: false,
         out: out.clone(),
         overwrite: existing,
-        approx: None,
+        approx: Some(tandem_engine::approx::ApproxSettings::default()),
         codec: tandem_engine::tokens::Codec::F16,
     };
     let summary = build_index(&config, &NoProgress)?;

@@ -480,10 +480,10 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
             .approx
             .as_ref()
             .map_or(0, |a| saturate(a.query_defaults.query_cut)),
-        default_heap_factor: manifest
+        default_rescore: manifest
             .approx
             .as_ref()
-            .map_or(0.0, |a| a.query_defaults.heap_factor),
+            .map_or(0, |a| saturate(a.query_defaults.rescore)),
         bytes_per_token: index.tokens().vector_bytes() as f32 / manifest.token_count.max(1) as f32,
         default_cp_alpha: options.default_cp_alpha,
         default_ee_beta: options.default_ee_beta.map(saturate),

@@ -35,7 +35,7 @@ OPTIONAL_FIELDS = (
     "cp_alpha",
     "ee_beta",
     "query_cut",
-    "heap_factor",
+    "rescore",
     "fusion_weight",
     "rrf_k",
 )

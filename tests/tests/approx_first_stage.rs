@@ -32,14 +32,11 @@ fn queries(index: &Index, corpus: &std::path::Path) -> Vec<Query> {
 
 #[test]
 fn unpruned_approximate_search_equals_exact_search() {
-    // Full summaries, every posting kept, every query term walked, heap_factor 1: the block
-    // bounds are true upper bounds, so nothing that belongs in the top kappa can be skipped.
+    // Every posting kept, every query term walked, every matched document rescored: the
+    // candidates are all documents sharing a term with the query, scored exactly.
     let settings = ApproxSettings {
         build: ApproxBuildParams {
             n_postings: 1_000_000,
-            centroid_fraction: 0.2,
-            summary_energy: 1.0,
-            max_summary_terms: 100_000,
         },
         query_defaults: ApproxQueryParams::default(),
     };
@@ -47,7 +44,7 @@ fn unpruned_approximate_search_equals_exact_search() {
     let index = Index::open(&synth.index).unwrap();
     let knobs = FirstStage::Approx(ApproxQueryParams {
         query_cut: 1000,
-        heap_factor: 1.0,
+        rescore: 1_000_000,
     });
     for (i, query) in queries(&index, &synth.corpus).iter().enumerate() {
         for kappa in [10, 50] {
@@ -120,13 +117,13 @@ async fn the_server_applies_first_stage_knobs_and_refuses_bad_ones() {
     let info = client.index_info().await.unwrap();
     assert_eq!(info.default_first_stage, "approximate");
 
-    let request = |first_stage, query_cut, heap_factor| {
+    let request = |first_stage, query_cut, rescore| {
         set.request(
             0,
             &QueryKnobs {
                 first_stage,
                 query_cut,
-                heap_factor,
+                rescore,
                 ..QueryKnobs::default()
             },
         )
@@ -136,19 +133,22 @@ async fn the_server_applies_first_stage_knobs_and_refuses_bad_ones() {
         .await
         .unwrap();
     let wide = client
-        .search(request(WireFirstStage::Approximate, Some(1000), Some(1.0)))
+        .search(request(
+            WireFirstStage::Approximate,
+            Some(1000),
+            Some(1_000_000),
+        ))
         .await
         .unwrap();
     assert_eq!(exact.hits.len(), wide.hits.len());
     for bad in [
         request(WireFirstStage::Approximate, Some(0), None),
-        request(WireFirstStage::Approximate, None, Some(1.5)),
-        request(WireFirstStage::Approximate, None, Some(f32::NAN)),
+        request(WireFirstStage::Approximate, None, Some(0)),
     ] {
         let status = client.search(bad).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(
-            status.message().contains("query_cut") || status.message().contains("heap_factor"),
+            status.message().contains("query_cut") || status.message().contains("rescore"),
             "{}",
             status.message()
         );

@@ -186,6 +186,7 @@ fn request_json(request: &SearchRequest) -> Value {
         ("kappa", request.kappa),
         ("ee_beta", request.ee_beta),
         ("query_cut", request.query_cut),
+        ("rescore", request.rescore),
     ];
     for (name, value) in integers {
         if let Some(value) = value {
@@ -194,7 +195,6 @@ fn request_json(request: &SearchRequest) -> Value {
     }
     let floats = [
         ("cp_alpha", request.cp_alpha),
-        ("heap_factor", request.heap_factor),
         ("fusion_weight", request.fusion_weight),
         ("rrf_k", request.rrf_k),
     ];
@@ -288,7 +288,7 @@ fn requests(synth: &tandem_tests::SyntheticIndex) -> Vec<SearchRequest> {
                     kappa: Some(6),
                     first_stage: FirstStage::Approximate,
                     query_cut: Some(4),
-                    heap_factor: Some(0.05),
+                    rescore: Some(8),
                     fusion_method: FusionMethod::Minmax,
                     fusion_weight: Some(0.5),
                     ..QueryKnobs::default()

@@ -104,7 +104,7 @@ const FIELDS: &[&str] = &[
     "rerank",
     "first_stage",
     "query_cut",
-    "heap_factor",
+    "rescore",
     "fusion_method",
     "fusion_weight",
     "rrf_k",
@@ -281,7 +281,7 @@ struct Knobs {
     rerank: i32,
     first_stage: i32,
     query_cut: Option<u32>,
-    heap_factor: Option<f32>,
+    rescore: Option<u32>,
     fusion_method: i32,
     fusion_weight: Option<f32>,
     rrf_k: Option<f32>,
@@ -291,13 +291,13 @@ struct Knobs {
 fn knobs() -> BoxedStrategy<Knobs> {
     (
         (count(), count(), knob(), count()),
-        (enumeration(3), enumeration(3), count(), knob()),
+        (enumeration(3), enumeration(3), count(), count()),
         (enumeration(4), knob(), knob(), any::<String>()),
     )
         .prop_map(
             |(
                 (k, kappa, cp_alpha, ee_beta),
-                (rerank, first_stage, query_cut, heap_factor),
+                (rerank, first_stage, query_cut, rescore),
                 (fusion_method, fusion_weight, rrf_k, query_id),
             )| Knobs {
                 k,
@@ -307,7 +307,7 @@ fn knobs() -> BoxedStrategy<Knobs> {
                 rerank,
                 first_stage,
                 query_cut,
-                heap_factor,
+                rescore,
                 fusion_method,
                 fusion_weight,
                 rrf_k,
@@ -339,7 +339,7 @@ fn edited(
         rerank: knobs.rerank,
         first_stage: knobs.first_stage,
         query_cut: knobs.query_cut,
-        heap_factor: knobs.heap_factor,
+        rescore: knobs.rescore,
         fusion_method: knobs.fusion_method,
         fusion_weight: knobs.fusion_weight,
         rrf_k: knobs.rrf_k,

@@ -532,7 +532,7 @@ fn config_json(args: &LoadArgs) -> serde_json::Value {
         "fusion_method": args.knobs.fusion_method,
         "first_stage": args.knobs.first_stage,
         "query_cut": args.knobs.query_cut,
-        "heap_factor": args.knobs.heap_factor,
+        "rescore": args.knobs.rescore,
         "sparse_only": args.knobs.sparse_only,
         "qrels": args.qrels.as_ref().map(|p| p.display().to_string()),
     })

@@ -1,26 +1,23 @@
-//! The approximate first stage: pruned, clustered posting lists with block summaries, scored
-//! exactly against a forward index.
+//! The approximate first stage: static impact pruning, term-at-a-time accumulation over the
+//! pruned lists of the heaviest query terms, and exact rescoring against a forward index.
 //!
-//! The ideas are Seismic's (Bruch, Nardini, Rulli, Venturini, SIGIR 2024), written anew:
-//!
-//! - **Static pruning**: each term keeps only its `n_postings` heaviest postings.
-//! - **Blocks**: a term's kept postings are clustered into blocks of similar documents
-//!   ([`build`]); each block stores its documents and a *summary*: the coordinate-wise maximum of
-//!   its documents' vectors, cut to the components holding `summary_energy` of its L1 mass and
-//!   quantized to `u8` with a per-block scale (rounded up, so an unpruned summary bounds every
-//!   document of the block from above).
-//! - **Summaries transposed**: a term's block summaries are stored as a small inverted index
-//!   (component term → blocks, values), so a block's bound ⟨query, summary⟩ costs work only for
-//!   the summary components the query has, not for every component.
+//! - **Static pruning** ([`build`]): each term keeps only its `n_postings` heaviest postings,
+//!   in document order with their weights. Popular terms, whose long lists hold mostly small
+//!   weights, shrink the most; a term's rare heavy postings, which decide rankings, stay.
 //! - **Query time** ([`ApproxIndex::search`]): only the `query_cut` heaviest query terms are
-//!   walked. The bounds of all their blocks are computed first (over *all* query terms); blocks
-//!   are then visited by decreasing bound, and the walk stops at the first block whose
-//!   `bound × heap_factor` is below the current `kappa`-th score. Every document of a visited
-//!   block not seen yet is scored **exactly** against the full query through the forward
-//!   index, so returned scores are real sparse scores.
+//!   walked. Each document of their pruned lists accumulates `q · w`, a *partial* score: since
+//!   every weight is positive and only postings are left out, it never exceeds the document's
+//!   exact score. The `rescore` documents with the best partial scores (at least `kappa`) are
+//!   then scored **exactly** against the whole query through the forward index, and the best
+//!   `kappa` of them are returned with those exact scores, so returned scores are real sparse
+//!   scores (CP(α) depends on them).
 //!
-//! `heap_factor` ∈ (0, 1]: 1 skips only blocks whose (approximate) bound cannot enter; smaller
-//! values skip more.
+//! Seismic (Bruch, Nardini, Rulli, Venturini, SIGIR 2024) prunes the same way but groups each
+//! list into blocks with summaries, to skip blocks; an earlier version of this module did so too
+//! and lost to plain accumulation over the pruned lists, which costs about a nanosecond per
+//! posting, while a summary bound costs about as much per block entry and misses documents.
+//! With `query_cut` ≥ the query's terms, `n_postings` ≥ the longest list and `rescore` ≥ the
+//! documents matched, the result is the exact search's (up to float summation order).
 
 pub mod build;
 
@@ -35,24 +32,23 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApproxBuildParams {
-    /// Postings kept per term (its heaviest).
+    /// Postings kept per term (its heaviest), ≥ 1.
     pub n_postings: usize,
-    /// Blocks per kept posting list, as a fraction of its length (at least one block).
-    pub centroid_fraction: f32,
-    /// Share of a block summary's L1 mass kept (its heaviest components), in (0, 1].
-    pub summary_energy: f32,
-    /// Most components kept in one block summary (the heaviest), ≥ 1.
-    pub max_summary_terms: usize,
 }
 
 impl Default for ApproxBuildParams {
     fn default() -> Self {
-        ApproxBuildParams {
-            n_postings: 4000,
-            centroid_fraction: 0.1,
-            summary_energy: 0.4,
-            max_summary_terms: 64,
+        ApproxBuildParams { n_postings: 1000 }
+    }
+}
+
+impl ApproxBuildParams {
+    /// Checks the parameters, naming the one at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.n_postings == 0 {
+            return Err(Error::bad_input("--n-postings", "must be >= 1"));
         }
+        Ok(())
     }
 }
 
@@ -71,15 +67,16 @@ pub struct ApproxSettings {
 pub struct ApproxQueryParams {
     /// Query terms walked (the heaviest), ≥ 1.
     pub query_cut: usize,
-    /// Block skipping aggressiveness, in (0, 1].
-    pub heap_factor: f32,
+    /// Documents rescored exactly (those with the best partial scores), ≥ 1; at least `kappa`
+    /// are rescored whatever this says.
+    pub rescore: usize,
 }
 
 impl Default for ApproxQueryParams {
     fn default() -> Self {
         ApproxQueryParams {
-            query_cut: 10,
-            heap_factor: 0.9,
+            query_cut: 32,
+            rescore: 100,
         }
     }
 }
@@ -90,11 +87,8 @@ impl ApproxQueryParams {
         if self.query_cut == 0 {
             return Err(Error::invalid("query_cut", "must be >= 1"));
         }
-        if !(self.heap_factor > 0.0 && self.heap_factor <= 1.0) {
-            return Err(Error::invalid(
-                "heap_factor",
-                format!("{} is not in (0, 1]", self.heap_factor),
-            ));
+        if self.rescore == 0 {
+            return Err(Error::invalid("rescore", "must be >= 1"));
         }
         Ok(())
     }
@@ -108,43 +102,21 @@ pub mod files {
     pub const FORWARD_TERMS: &str = "forward.terms";
     /// Weights parallel to `forward.terms` (`f32`).
     pub const FORWARD_WEIGHTS: &str = "forward.weights";
-    /// First block of each term (`u64`, vocab_size + 1); a term's blocks are contiguous.
-    pub const TERM_BLOCKS: &str = "blocks.by_term";
-    /// First document of each block (`u64`, blocks + 1).
-    pub const BLOCK_DOC_OFFSETS: &str = "blocks.offsets";
-    /// Documents of all blocks (`u32`), ascending within a block.
-    pub const BLOCK_DOCS: &str = "blocks.docs";
-    /// First summary key of each term (`u64`, vocab_size + 1).
-    pub const SUMMARY_TERM_OFFSETS: &str = "sum.term_offsets";
-    /// Summary keys (`u16`): for each term, the component terms present in its blocks'
-    /// summaries, ascending.
-    pub const SUMMARY_KEYS: &str = "sum.keys";
-    /// First entry of each key (`u64`, keys + 1).
-    pub const SUMMARY_KEY_OFFSETS: &str = "sum.key_offsets";
-    /// Entries (`u16`): the block, numbered within its term, whose summary has the key.
-    pub const SUMMARY_BLOCKS: &str = "sum.blocks";
-    /// Entries (`u8`): the quantized value; value × the block's scale ≥ the true maximum.
-    pub const SUMMARY_VALUES: &str = "sum.values";
-    /// Per-block dequantization scale (`f32`, blocks).
-    pub const SUMMARY_SCALES: &str = "sum.scales";
-    /// Per-block bound on the components the summary dropped (`u8`, blocks, same scale).
-    pub const SUMMARY_FLOORS: &str = "sum.floors";
+    /// First pruned posting of each term (`u64`, vocab_size + 1).
+    pub const IMPACT_OFFSETS: &str = "impact.offsets";
+    /// Documents of the pruned lists (`u32`), ascending within a term.
+    pub const IMPACT_DOCS: &str = "impact.docs";
+    /// Weights parallel to `impact.docs` (`f32`).
+    pub const IMPACT_WEIGHTS: &str = "impact.weights";
 
     /// Every file of the approximate first stage.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 6] = [
         FORWARD_OFFSETS,
         FORWARD_TERMS,
         FORWARD_WEIGHTS,
-        TERM_BLOCKS,
-        BLOCK_DOC_OFFSETS,
-        BLOCK_DOCS,
-        SUMMARY_TERM_OFFSETS,
-        SUMMARY_KEYS,
-        SUMMARY_KEY_OFFSETS,
-        SUMMARY_BLOCKS,
-        SUMMARY_VALUES,
-        SUMMARY_SCALES,
-        SUMMARY_FLOORS,
+        IMPACT_OFFSETS,
+        IMPACT_DOCS,
+        IMPACT_WEIGHTS,
     ];
 }
 
@@ -153,29 +125,23 @@ pub struct ApproxIndex {
     forward_offsets: ArrayFile<u64>,
     forward_terms: ArrayFile<u16>,
     forward_weights: ArrayFile<f32>,
-    term_blocks: ArrayFile<u64>,
-    block_doc_offsets: ArrayFile<u64>,
-    block_docs: ArrayFile<u32>,
-    summary_term_offsets: ArrayFile<u64>,
-    summary_keys: ArrayFile<u16>,
-    summary_key_offsets: ArrayFile<u64>,
-    summary_blocks: ArrayFile<u16>,
-    summary_values: ArrayFile<u8>,
-    summary_scales: ArrayFile<f32>,
-    summary_floors: ArrayFile<u8>,
+    impact_offsets: ArrayFile<u64>,
+    impact_docs: ArrayFile<u32>,
+    impact_weights: ArrayFile<f32>,
     vocab_size: usize,
     doc_count: usize,
 }
 
-/// Per-thread buffers reused across queries: the query as a dense vector, and a visit stamp per
-/// document (a document is seen in this query when its stamp equals the query's generation).
+/// Per-thread buffers reused across queries: the query as a dense vector, a partial score per
+/// document, valid when the document's stamp equals the query's generation, and the documents
+/// touched by this query.
 #[derive(Default)]
 struct Scratch {
     dense: Vec<f32>,
+    partial: Vec<f32>,
     stamps: Vec<u32>,
     generation: u32,
-    bounds: Vec<(f32, f32)>,
-    blocks: Vec<(f32, u32)>,
+    touched: Vec<u32>,
 }
 
 thread_local! {
@@ -202,7 +168,7 @@ fn check_offsets(path: &Path, offsets: &[u64], len: usize, total: usize, what: &
 
 impl ApproxIndex {
     /// Opens the approximate first stage of `dir` and checks every invariant the search relies
-    /// on (offsets in range and ascending, ids below their bounds).
+    /// on (offsets in range and ascending, ids below their bounds, weights finite and > 0).
     pub fn open(dir: &Path, vocab_size: usize, doc_count: usize) -> Result<ApproxIndex> {
         fn open<T: crate::format::array::Element>(dir: &Path, name: &str) -> Result<ArrayFile<T>> {
             ArrayFile::open(&dir.join(name), name)
@@ -211,114 +177,77 @@ impl ApproxIndex {
             forward_offsets: open(dir, files::FORWARD_OFFSETS)?,
             forward_terms: open(dir, files::FORWARD_TERMS)?,
             forward_weights: open(dir, files::FORWARD_WEIGHTS)?,
-            term_blocks: open(dir, files::TERM_BLOCKS)?,
-            block_doc_offsets: open(dir, files::BLOCK_DOC_OFFSETS)?,
-            block_docs: open(dir, files::BLOCK_DOCS)?,
-            summary_term_offsets: open(dir, files::SUMMARY_TERM_OFFSETS)?,
-            summary_keys: open(dir, files::SUMMARY_KEYS)?,
-            summary_key_offsets: open(dir, files::SUMMARY_KEY_OFFSETS)?,
-            summary_blocks: open(dir, files::SUMMARY_BLOCKS)?,
-            summary_values: open(dir, files::SUMMARY_VALUES)?,
-            summary_scales: open(dir, files::SUMMARY_SCALES)?,
-            summary_floors: open(dir, files::SUMMARY_FLOORS)?,
+            impact_offsets: open(dir, files::IMPACT_OFFSETS)?,
+            impact_docs: open(dir, files::IMPACT_DOCS)?,
+            impact_weights: open(dir, files::IMPACT_WEIGHTS)?,
             vocab_size,
             doc_count,
         };
         let path = |name: &str| dir.join(name);
-        let postings = index.forward_terms.len();
+        let forward = index.forward_terms.len();
         check_offsets(
             &path(files::FORWARD_OFFSETS),
             index.forward_offsets.as_slice(),
             doc_count,
-            postings,
+            forward,
             "forward index",
         )?;
-        if index.forward_weights.len() != postings {
+        if index.forward_weights.len() != forward {
             return Err(Error::corrupt(
                 path(files::FORWARD_WEIGHTS),
                 "length differs from forward.terms",
             ));
         }
-        let blocks = index.summary_scales.len();
-        if index.summary_floors.len() != blocks {
+        let pruned = index.impact_docs.len();
+        check_offsets(
+            &path(files::IMPACT_OFFSETS),
+            index.impact_offsets.as_slice(),
+            vocab_size,
+            pruned,
+            "pruned lists",
+        )?;
+        if index.impact_weights.len() != pruned {
             return Err(Error::corrupt(
-                path(files::SUMMARY_FLOORS),
-                "length differs from sum.scales",
+                path(files::IMPACT_WEIGHTS),
+                "length differs from impact.docs",
             ));
         }
-        check_offsets(
-            &path(files::TERM_BLOCKS),
-            index.term_blocks.as_slice(),
-            vocab_size,
-            blocks,
-            "blocks by term",
-        )?;
-        check_offsets(
-            &path(files::BLOCK_DOC_OFFSETS),
-            index.block_doc_offsets.as_slice(),
-            blocks,
-            index.block_docs.len(),
-            "block documents",
-        )?;
-        let keys = index.summary_keys.len();
-        check_offsets(
-            &path(files::SUMMARY_TERM_OFFSETS),
-            index.summary_term_offsets.as_slice(),
-            vocab_size,
-            keys,
-            "summary keys",
-        )?;
-        let entries = index.summary_blocks.len();
-        check_offsets(
-            &path(files::SUMMARY_KEY_OFFSETS),
-            index.summary_key_offsets.as_slice(),
-            keys,
-            entries,
-            "summary entries",
-        )?;
-        if index.summary_values.len() != entries {
-            return Err(Error::corrupt(
-                path(files::SUMMARY_VALUES),
-                "length differs from sum.blocks",
-            ));
-        }
-        let too_big = |values: &[u16]| values.iter().any(|&t| t as usize >= vocab_size);
-        if too_big(index.forward_terms.as_slice()) || too_big(index.summary_keys.as_slice()) {
+        if index
+            .forward_terms
+            .as_slice()
+            .iter()
+            .any(|&t| t as usize >= vocab_size)
+        {
             return Err(Error::corrupt(
                 path(files::FORWARD_TERMS),
                 "a term id is past the vocabulary",
             ));
         }
         if index
-            .block_docs
+            .impact_docs
             .as_slice()
             .iter()
             .any(|&d| d as usize >= doc_count)
         {
             return Err(Error::corrupt(
-                path(files::BLOCK_DOCS),
+                path(files::IMPACT_DOCS),
                 "a document id is past the end",
             ));
         }
-        // Each term's summary entries must name blocks of that term.
-        let term_blocks = index.term_blocks.as_slice();
-        let term_keys = index.summary_term_offsets.as_slice();
-        let key_entries = index.summary_key_offsets.as_slice();
-        for t in 0..vocab_size {
-            let term_block_count = term_blocks[t + 1] - term_blocks[t];
-            let entries = key_entries[term_keys[t] as usize] as usize
-                ..key_entries[term_keys[t + 1] as usize] as usize;
-            if index.summary_blocks.as_slice()[entries]
-                .iter()
-                .any(|&b| u64::from(b) >= term_block_count)
-            {
-                return Err(Error::corrupt(
-                    path(files::SUMMARY_BLOCKS),
-                    format!("term {t} names a block it does not have"),
-                ));
-            }
+        let positive = |w: &[f32]| w.iter().all(|w| w.is_finite() && *w > 0.0);
+        if !positive(index.forward_weights.as_slice()) || !positive(index.impact_weights.as_slice())
+        {
+            return Err(Error::corrupt(
+                path(files::IMPACT_WEIGHTS),
+                "a weight is not finite and > 0",
+            ));
         }
         Ok(index)
+    }
+
+    /// Postings kept over all terms.
+    pub fn pruned_postings(&self) -> usize {
+        self.impact_docs.len()
     }
 
     fn range(offsets: &[u64], i: usize) -> std::ops::Range<usize> {
@@ -326,7 +255,8 @@ impl ApproxIndex {
     }
 
     /// The approximate top `kappa` documents for `query` (distinct term ids below the vocabulary
-    /// size, finite weights ≥ 0), best first, with their exact sparse scores.
+    /// size, finite weights ≥ 0), best first (ties by document order), with their exact sparse
+    /// scores.
     pub fn search(
         &self,
         query: &[(u32, f32)],
@@ -350,6 +280,7 @@ impl ApproxIndex {
             scratch.dense = vec![0.0; self.vocab_size];
         }
         if scratch.stamps.len() != self.doc_count {
+            scratch.partial = vec![0.0; self.doc_count];
             scratch.stamps = vec![0; self.doc_count];
             scratch.generation = 0;
         }
@@ -358,94 +289,57 @@ impl ApproxIndex {
             scratch.stamps.fill(0);
             scratch.generation = 1;
         }
-        let generation = scratch.generation;
-        for &(term, weight) in query {
-            scratch.dense[term as usize] = weight;
-        }
+        let Scratch {
+            dense,
+            partial,
+            stamps,
+            generation,
+            touched,
+        } = scratch;
+        let generation = *generation;
+        touched.clear();
+
+        // 1. Partial scores over the pruned lists of the heaviest query terms.
         let mut walked: Vec<(u32, f32)> = query.iter().copied().filter(|t| t.1 > 0.0).collect();
         walked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         walked.truncate(params.query_cut);
-
-        let mut sorted: Vec<(u32, f32)> = query.iter().copied().filter(|t| t.1 > 0.0).collect();
-        sorted.sort_unstable_by_key(|t| t.0);
-
-        let Scratch {
-            dense,
-            stamps,
-            bounds,
-            blocks,
-            ..
-        } = scratch;
-        let dense: &[f32] = dense;
-        let term_blocks = self.term_blocks.as_slice();
-        let term_keys = self.summary_term_offsets.as_slice();
-        let keys = self.summary_keys.as_slice();
-        let key_entries = self.summary_key_offsets.as_slice();
-        let entry_blocks = self.summary_blocks.as_slice();
-        let entry_values = self.summary_values.as_slice();
-        let scales = self.summary_scales.as_slice();
-        let floors = self.summary_floors.as_slice();
-        let query_mass: f32 = sorted.iter().map(|t| t.1).sum();
-
-        // 1. Bounds of every block of the walked terms: ⟨query, summary⟩ over all query terms,
-        //    through each term's transposed summaries (work ∝ entries matching the query).
-        blocks.clear();
-        for &(term, _) in &walked {
-            let first_block = term_blocks[term as usize] as usize;
-            let block_count = term_blocks[term as usize + 1] as usize - first_block;
-            bounds.clear();
-            // Per block: Σ q·v over the summary's components the query has, and Σ q over them.
-            bounds.resize(block_count, (0.0, 0.0));
-            let mut term_keys_left =
-                &keys[term_keys[term as usize] as usize..term_keys[term as usize + 1] as usize];
-            let mut key_base = term_keys[term as usize] as usize;
-            for &(s, weight) in &sorted {
-                // Query terms ascend, so each search continues where the last one stopped.
-                let (found, at) = match term_keys_left.binary_search(&(s as u16)) {
-                    Ok(at) => (true, at),
-                    Err(at) => (false, at),
-                };
-                key_base += at;
-                term_keys_left = &term_keys_left[at..];
-                if found {
-                    for e in key_entries[key_base] as usize..key_entries[key_base + 1] as usize {
-                        let bound = &mut bounds[entry_blocks[e] as usize];
-                        bound.0 += weight * f32::from(entry_values[e]);
-                        bound.1 += weight;
-                    }
+        let offsets = self.impact_offsets.as_slice();
+        for &(term, q_weight) in &walked {
+            let range = Self::range(offsets, term as usize);
+            let docs = &self.impact_docs.as_slice()[range.clone()];
+            let weights = &self.impact_weights.as_slice()[range];
+            for (&doc, &weight) in docs.iter().zip(weights) {
+                let d = doc as usize;
+                if stamps[d] != generation {
+                    stamps[d] = generation;
+                    partial[d] = 0.0;
+                    touched.push(doc);
                 }
-            }
-            for (local, &(kept, matched)) in bounds.iter().enumerate() {
-                let block = first_block + local;
-                // Query terms the summary dropped weigh at most the block's floor each.
-                let dropped = (query_mass - matched).max(0.0) * f32::from(floors[block]);
-                blocks.push(((kept + dropped) * scales[block], block as u32));
+                partial[d] += q_weight * weight;
             }
         }
 
-        // 2. Visit blocks by decreasing bound; stop once a bound cannot enter the top kappa.
-        blocks.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let block_doc_offsets = self.block_doc_offsets.as_slice();
-        let block_docs = self.block_docs.as_slice();
+        // 2. The best partial scores, rescored exactly against the whole query.
+        let mut candidates: Vec<(f32, u32)> =
+            touched.iter().map(|&d| (partial[d as usize], d)).collect();
+        let depth = params.rescore.max(kappa);
+        if candidates.len() > depth {
+            candidates
+                .select_nth_unstable_by(depth - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            candidates.truncate(depth);
+        }
+        for &(term, weight) in query {
+            dense[term as usize] = weight;
+        }
         let mut top = TopK::new(kappa);
-        for &(bound, block) in blocks.iter() {
-            if let Some(threshold) = top.threshold() {
-                if bound * params.heap_factor < threshold {
-                    break;
-                }
-            }
-            for &doc in &block_docs[Self::range(block_doc_offsets, block as usize)] {
-                let stamp = &mut stamps[doc as usize];
-                if *stamp == generation {
-                    continue;
-                }
-                *stamp = generation;
-                let score = self.score(dense, doc);
-                top.push(Scored { id: doc, score });
-            }
+        for &(_, doc) in &candidates {
+            top.push(Scored {
+                id: doc,
+                score: self.score(dense, doc),
+            });
         }
         for &(term, _) in query {
-            scratch.dense[term as usize] = 0.0;
+            dense[term as usize] = 0.0;
         }
         top.into_sorted_vec()
     }

@@ -177,7 +177,7 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
             Some(ApproxManifest {
                 build: settings.build,
                 query_defaults: settings.query_defaults,
-                blocks: arrays.summary_scales.len() as u64,
+                pruned_postings: arrays.impact_docs.len() as u64,
             })
         }
         None => None,
@@ -307,16 +307,9 @@ fn write_approx(staging: &mut StagingDir, a: &approx::build::ApproxArrays) -> Re
     put(staging, f::FORWARD_OFFSETS, &a.forward_offsets)?;
     put(staging, f::FORWARD_TERMS, &a.forward_terms)?;
     put(staging, f::FORWARD_WEIGHTS, &a.forward_weights)?;
-    put(staging, f::TERM_BLOCKS, &a.term_blocks)?;
-    put(staging, f::BLOCK_DOC_OFFSETS, &a.block_doc_offsets)?;
-    put(staging, f::BLOCK_DOCS, &a.block_docs)?;
-    put(staging, f::SUMMARY_TERM_OFFSETS, &a.summary_term_offsets)?;
-    put(staging, f::SUMMARY_KEYS, &a.summary_keys)?;
-    put(staging, f::SUMMARY_KEY_OFFSETS, &a.summary_key_offsets)?;
-    put(staging, f::SUMMARY_BLOCKS, &a.summary_blocks)?;
-    put(staging, f::SUMMARY_VALUES, &a.summary_values)?;
-    put(staging, f::SUMMARY_FLOORS, &a.summary_floors)?;
-    put(staging, f::SUMMARY_SCALES, &a.summary_scales)
+    put(staging, f::IMPACT_OFFSETS, &a.impact_offsets)?;
+    put(staging, f::IMPACT_DOCS, &a.impact_docs)?;
+    put(staging, f::IMPACT_WEIGHTS, &a.impact_weights)
 }
 
 fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String, String> {
@@ -355,12 +348,8 @@ fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String
         "first_stage".to_string(),
         match &config.approx {
             Some(a) => format!(
-                "approx (n_postings {}, centroid_fraction {}, summary_energy {}; query defaults query_cut {}, heap_factor {})",
-                a.build.n_postings,
-                a.build.centroid_fraction,
-                a.build.summary_energy,
-                a.query_defaults.query_cut,
-                a.query_defaults.heap_factor
+                "approx (n_postings {}; query defaults query_cut {}, rescore {})",
+                a.build.n_postings, a.query_defaults.query_cut, a.query_defaults.rescore
             ),
             None => "exact".to_string(),
         },

@@ -34,8 +34,8 @@ pub struct ApproxManifest {
     pub build: ApproxBuildParams,
     /// Knobs used when a query does not set them.
     pub query_defaults: ApproxQueryParams,
-    /// Number of blocks over all terms.
-    pub blocks: u64,
+    /// Postings kept over all terms.
+    pub pruned_postings: u64,
 }
 
 /// The manifest of an index directory.
@@ -73,6 +73,14 @@ impl Manifest {
     /// Reads and parses `path`, refusing other format versions.
     pub fn read(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+            if value.pointer("/approx/blocks").is_some() {
+                return Err(Error::corrupt(
+                    path,
+                    "built with the earlier approximate first stage (blocks and summaries), which this build no longer reads; rebuild the index",
+                ));
+            }
+        }
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| Error::corrupt(path, format!("unreadable manifest: {e}")))?;
         if manifest.format_version != FORMAT_VERSION {
