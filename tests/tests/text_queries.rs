@@ -160,7 +160,7 @@ async fn search(url: &str, data: &Path, out: &Path, text: bool) -> Metrics {
             sparse_only: false,
             first_stage: Some("exact".to_string()),
             query_cut: None,
-            heap_factor: None,
+            rescore: None,
         },
         batch_size: 32,
         out: out.to_path_buf(),
