@@ -10,8 +10,10 @@
 #![warn(missing_docs)]
 
 pub mod approx;
+pub mod attributes;
 pub mod build;
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod fusion;
 pub mod index;
@@ -25,9 +27,11 @@ pub mod pq;
 pub mod sparse;
 pub mod synth;
 pub mod tokens;
+pub mod tombstones;
 pub mod topk;
 
 pub use error::{Error, Result};
+pub use filter::{Admit, Filter};
 pub use fusion::{Fusion, FusionMethod};
-pub use index::{Index, Verify};
+pub use index::{DeleteOutcome, Index, Verify};
 pub use pipeline::{Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats};

@@ -1,9 +1,11 @@
 //! The inverted index of the sparse first stage and its exact (every posting scored) search.
 
 use crate::error::{Error, Result};
+use crate::filter::Admit;
 use crate::format::array::ArrayFile;
 use crate::format::files;
 use crate::topk::{Scored, TopK};
+use roaring::RoaringBitmap;
 use std::path::Path;
 
 /// Posting lists by term id: ascending document ids with their weights, memory-mapped.
@@ -90,11 +92,24 @@ impl InvertedIndex {
     }
 
     /// Exact search: scores every posting of every query term (term at a time, query terms in the
-    /// order given, f32 sums) and returns the best `kappa` documents, best first, ties by
+    /// order given, f32 sums) and returns the best `kappa` admitted documents, best first, ties by
     /// document order. Documents sharing no term with the query are never returned.
     ///
+    /// With a small admitted set ([`Admit::Only`] with fewer documents than the query has
+    /// postings) the admitted documents are scored one by one instead, each by a galloping search
+    /// in every posting list; the sums are made in the same order, so the results are identical.
+    ///
     /// `query` must hold distinct term ids with finite positive weights (the pipeline validates).
-    pub fn search_exact(&self, query: &[(u32, f32)], kappa: usize) -> Vec<Scored> {
+    pub fn search_exact(&self, query: &[(u32, f32)], kappa: usize, admit: &Admit) -> Vec<Scored> {
+        if let Admit::Only(allowed) = admit {
+            let postings: u64 = query
+                .iter()
+                .map(|&(t, _)| self.postings(t).0.len() as u64)
+                .sum();
+            if allowed.len().saturating_mul(query.len() as u64) < postings {
+                return self.score_admitted(query, kappa, allowed);
+            }
+        }
         let mut scores = vec![0f32; self.doc_count];
         // A separate mark (not `score == 0`): a product can underflow to 0.
         let mut seen = vec![false; self.doc_count];
@@ -112,11 +127,74 @@ impl InvertedIndex {
         }
         let mut top = TopK::new(kappa);
         for doc in touched {
-            top.push(Scored {
-                id: doc,
-                score: scores[doc as usize],
-            });
+            if admit.admits(doc) {
+                top.push(Scored {
+                    id: doc,
+                    score: scores[doc as usize],
+                });
+            }
         }
         top.into_sorted_vec()
+    }
+
+    /// Document at a time over a small admitted set: each posting list is walked by a cursor
+    /// that gallops forward to the next admitted document.
+    fn score_admitted(
+        &self,
+        query: &[(u32, f32)],
+        kappa: usize,
+        allowed: &RoaringBitmap,
+    ) -> Vec<Scored> {
+        let lists: Vec<(&[u32], &[f32], f32)> = query
+            .iter()
+            .map(|&(term, q)| {
+                let (docs, weights) = self.postings(term);
+                (docs, weights, q)
+            })
+            .collect();
+        let mut cursors = vec![0usize; lists.len()];
+        let mut top = TopK::new(kappa);
+        for doc in allowed.iter() {
+            let mut score = 0f32;
+            let mut matched = false;
+            for ((docs, weights, q), cursor) in lists.iter().zip(cursors.iter_mut()) {
+                *cursor += gallop(&docs[*cursor..], doc);
+                if docs.get(*cursor) == Some(&doc) {
+                    score += q * weights[*cursor];
+                    matched = true;
+                }
+            }
+            if matched {
+                top.push(Scored { id: doc, score });
+            }
+        }
+        top.into_sorted_vec()
+    }
+}
+
+/// The number of leading elements of ascending `docs` below `target` (exponential then binary
+/// search, so walking a list forward costs the logarithm of each step).
+fn gallop(docs: &[u32], target: u32) -> usize {
+    let mut bound = 1;
+    while bound < docs.len() && docs[bound] < target {
+        bound *= 2;
+    }
+    let low = bound / 2;
+    let high = bound.min(docs.len());
+    low + docs[low..high].partition_point(|&d| d < target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gallop;
+
+    #[test]
+    fn gallop_counts_the_elements_below() {
+        let docs = [1, 3, 5, 7, 9, 11, 13, 15, 17];
+        for target in 0..20 {
+            let expected = docs.iter().filter(|&&d| d < target).count();
+            assert_eq!(gallop(&docs, target), expected, "{target}");
+        }
+        assert_eq!(gallop(&[], 4), 0);
     }
 }
