@@ -113,6 +113,7 @@ impl QuerySet {
             fusion_method: knobs.fusion_method as i32,
             fusion_weight: knobs.fusion_weight,
             rrf_k: knobs.rrf_k,
+            ..SearchRequest::default()
         }
     }
 }

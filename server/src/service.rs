@@ -391,6 +391,16 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         maxsim_kernel: tandem_engine::kernels::detect().to_string(),
         workers: saturate(shared.workers.threads()),
         max_queue: saturate(shared.workers.capacity()),
+        live_count: index.live_count(),
+        deleted_count: index.tombstones().len(),
+        attributes: index
+            .attributes()
+            .map(|a| {
+                a.kinds()
+                    .map(|(name, kind)| (name.to_string(), kind.name().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

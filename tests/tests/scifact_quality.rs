@@ -65,6 +65,7 @@ async fn run_queries(
             query_cut: None,
             heap_factor: None,
         },
+        filter: Default::default(),
         batch_size: 32,
         out: out.to_path_buf(),
         tag: "test".to_string(),
