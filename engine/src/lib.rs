@@ -12,6 +12,7 @@
 pub mod approx;
 pub mod attributes;
 pub mod build;
+pub mod compact;
 pub mod error;
 pub mod filter;
 pub mod format;
