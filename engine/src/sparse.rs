@@ -95,81 +95,113 @@ impl InvertedIndex {
     /// order given, f32 sums) and returns the best `kappa` admitted documents, best first, ties by
     /// document order. Documents sharing no term with the query are never returned.
     ///
-    /// With a small admitted set ([`Admit::Only`] with fewer documents than the query has
-    /// postings) the admitted documents are scored one by one instead, each by a galloping search
-    /// in every posting list; the sums are made in the same order, so the results are identical.
+    /// With a filter ([`Admit::Only`]) each query term takes the cheaper of two walks: its posting
+    /// list, skipping documents the filter refuses (one bit test each), or — when the admitted
+    /// set is much smaller than the list — the admitted documents, each found in the list by a
+    /// galloping cursor. Either way a document's score is summed in query-term order, so the
+    /// results are those of brute force over the admitted documents.
     ///
     /// `query` must hold distinct term ids with finite positive weights (the pipeline validates).
     pub fn search_exact(&self, query: &[(u32, f32)], kappa: usize, admit: &Admit) -> Vec<Scored> {
-        if let Admit::Only(allowed) = admit {
-            let postings: u64 = query
-                .iter()
-                .map(|&(t, _)| self.postings(t).0.len() as u64)
-                .sum();
-            if allowed.len().saturating_mul(query.len() as u64) < postings {
-                return self.score_admitted(query, kappa, allowed);
-            }
-        }
         let mut scores = vec![0f32; self.doc_count];
         // A separate mark (not `score == 0`): a product can underflow to 0.
         let mut seen = vec![false; self.doc_count];
         let mut touched: Vec<u32> = Vec::new();
-        for &(term, q_weight) in query {
-            let (docs, weights) = self.postings(term);
-            for (&doc, &d_weight) in docs.iter().zip(weights) {
-                let d = doc as usize;
-                if !seen[d] {
-                    seen[d] = true;
-                    touched.push(doc);
+        let mut add = |doc: u32, product: f32| {
+            let d = doc as usize;
+            if !seen[d] {
+                seen[d] = true;
+                touched.push(doc);
+            }
+            scores[d] += product;
+        };
+        let bits = match admit {
+            Admit::Only(allowed) => Some(dense_bits(allowed, self.doc_count)),
+            _ => None,
+        };
+        if let (Admit::Only(allowed), Some(bits)) = (admit, &bits) {
+            // Testing each posting pays when the filter refuses most documents (the branch is
+            // then predictable and refused documents cost no accumulator writes); a broad filter
+            // is cheaper applied once per touched document at selection.
+            let test_postings = allowed.len() as f64 <= TEST_POSTINGS_BELOW * self.doc_count as f64;
+            let mut admitted: Option<Vec<u32>> = None;
+            for &(term, q_weight) in query {
+                let (docs, weights) = self.postings(term);
+                if allowed.len().saturating_mul(GALLOP_COST) < docs.len() as u64 {
+                    let admitted = admitted.get_or_insert_with(|| allowed.iter().collect());
+                    let mut cursor = 0;
+                    for &doc in admitted.iter() {
+                        cursor += gallop(&docs[cursor..], doc);
+                        match docs.get(cursor) {
+                            Some(&found) if found == doc => add(doc, q_weight * weights[cursor]),
+                            Some(_) => {}
+                            None => break,
+                        }
+                    }
+                } else if test_postings {
+                    for (&doc, &d_weight) in docs.iter().zip(weights) {
+                        if bit(bits, doc) {
+                            add(doc, q_weight * d_weight);
+                        }
+                    }
+                } else {
+                    for (&doc, &d_weight) in docs.iter().zip(weights) {
+                        add(doc, q_weight * d_weight);
+                    }
                 }
-                scores[d] += q_weight * d_weight;
+            }
+        } else {
+            for &(term, q_weight) in query {
+                let (docs, weights) = self.postings(term);
+                for (&doc, &d_weight) in docs.iter().zip(weights) {
+                    add(doc, q_weight * d_weight);
+                }
             }
         }
         let mut top = TopK::new(kappa);
         for doc in touched {
-            if admit.admits(doc) {
-                top.push(Scored {
-                    id: doc,
-                    score: scores[doc as usize],
-                });
-            }
+            let admitted = match &bits {
+                Some(bits) => bit(bits, doc),
+                None => admit.admits(doc),
+            };
+            // Refused documents enter as −∞ (no branch to mispredict on broad filters): any
+            // admitted one displaces them, and those left are dropped below.
+            let score = if admitted {
+                scores[doc as usize]
+            } else {
+                f32::NEG_INFINITY
+            };
+            top.push(Scored { id: doc, score });
         }
-        top.into_sorted_vec()
+        let mut best = top.into_sorted_vec();
+        best.retain(|s| s.score != f32::NEG_INFINITY);
+        best
     }
+}
 
-    /// Document at a time over a small admitted set: each posting list is walked by a cursor
-    /// that gallops forward to the next admitted document.
-    fn score_admitted(
-        &self,
-        query: &[(u32, f32)],
-        kappa: usize,
-        allowed: &RoaringBitmap,
-    ) -> Vec<Scored> {
-        let lists: Vec<(&[u32], &[f32], f32)> = query
-            .iter()
-            .map(|&(term, q)| {
-                let (docs, weights) = self.postings(term);
-                (docs, weights, q)
-            })
-            .collect();
-        let mut cursors = vec![0usize; lists.len()];
-        let mut top = TopK::new(kappa);
-        for doc in allowed.iter() {
-            let mut score = 0f32;
-            let mut matched = false;
-            for ((docs, weights, q), cursor) in lists.iter().zip(cursors.iter_mut()) {
-                *cursor += gallop(&docs[*cursor..], doc);
-                if docs.get(*cursor) == Some(&doc) {
-                    score += q * weights[*cursor];
-                    matched = true;
-                }
-            }
-            if matched {
-                top.push(Scored { id: doc, score });
-            }
+/// Filters admitting at most this share of the documents are tested posting by posting.
+const TEST_POSTINGS_BELOW: f64 = 0.25;
+
+/// Whether `doc`'s bit is set.
+#[inline]
+fn bit(bits: &[u64], doc: u32) -> bool {
+    bits[doc as usize / 64] >> (doc % 64) & 1 == 1
+}
+
+/// A posting list is walked through the admitted documents (galloping) rather than posting by
+/// posting when it is longer than this many times the admitted set: a galloping step costs
+/// several sequential postings.
+const GALLOP_COST: u64 = 8;
+
+/// One bit per document of `0..doc_count`, set for the members of `set`.
+fn dense_bits(set: &RoaringBitmap, doc_count: usize) -> Vec<u64> {
+    let mut bits = vec![0u64; doc_count.div_ceil(64)];
+    for doc in set.iter() {
+        if let Some(word) = bits.get_mut(doc as usize / 64) {
+            *word |= 1 << (doc % 64);
         }
-        top.into_sorted_vec()
     }
+    bits
 }
 
 /// The number of leading elements of ascending `docs` below `target` (exponential then binary
