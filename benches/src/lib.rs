@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod filter;
 pub mod first_stage;
 pub mod fusion;
 pub mod load;
