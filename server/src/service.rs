@@ -345,6 +345,7 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
     let index = &served.index;
     let manifest = index.manifest();
     let options = &shared.options;
+    let deleted = index.tombstones().len();
     IndexInfo {
         doc_count: manifest.doc_count,
         vocab_size: manifest.vocab_size,
@@ -391,8 +392,9 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         maxsim_kernel: tandem_engine::kernels::detect().to_string(),
         workers: saturate(shared.workers.threads()),
         max_queue: saturate(shared.workers.capacity()),
-        live_count: index.live_count(),
-        deleted_count: index.tombstones().len(),
+        // One snapshot, so doc_count = live_count + deleted_count even during a delete.
+        live_count: manifest.doc_count.saturating_sub(deleted),
+        deleted_count: deleted,
         attributes: index
             .attributes()
             .map(|a| {
