@@ -288,3 +288,88 @@ async fn filters_travel_over_grpc() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deletes_from_an_id_file_and_filters_searches() {
+    use clap::Parser;
+    use tandem_client::cli::{run, Cli};
+    let synth = synthetic_index_full(800, 3, 16, 34, None, true).unwrap();
+    let qs = queries(&synth);
+    let server = TestServer::start(&synth.index, ServeOptions::default())
+        .await
+        .unwrap();
+    let mut client = TandemClient::connect(&server.url).await.unwrap();
+    let top = hit_ids(&mut client, request(&qs, 0, FirstStage::Exact)).await;
+    let work = tempfile::tempdir().unwrap();
+    let ids = work.path().join("gone.txt");
+    std::fs::write(&ids, format!("{}\r\n\n{}\nnot-there\n", top[0], top[1])).unwrap();
+    let addr = server.url.clone();
+    let cli = Cli::try_parse_from(["tandem", "delete", "--addr", &addr, "--ids"])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(cli.contains("--ids"), "{cli}");
+    let delete = Cli::parse_from([
+        "tandem",
+        "delete",
+        "--addr",
+        &addr,
+        "--ids",
+        ids.to_str().unwrap(),
+    ]);
+    run(delete).await.unwrap();
+    let info = client.index_info().await.unwrap();
+    assert_eq!(info.deleted_count, 2);
+    let after = hit_ids(&mut client, request(&qs, 0, FirstStage::Exact)).await;
+    assert!(!after.contains(&top[0]) && !after.contains(&top[1]));
+
+    // tandem search with an include file and an expression: the run holds only admitted ids.
+    let allowed = work.path().join("allowed.txt");
+    std::fs::write(&allowed, after[2..].join("\n")).unwrap();
+    let out = work.path().join("run.trec");
+    let search = |extra: &[&str]| {
+        let mut args = vec![
+            "tandem".to_string(),
+            "search".into(),
+            "--addr".into(),
+            addr.clone(),
+            "--queries".into(),
+            synth.corpus.join("queries.jsonl").display().to_string(),
+            "--sparse-only".into(),
+            "--first-stage".into(),
+            "exact".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Cli::parse_from(args)
+    };
+    run(search(&["--filter-ids", allowed.to_str().unwrap()]))
+        .await
+        .unwrap();
+    let run_text = std::fs::read_to_string(&out).unwrap();
+    // The search was sparse-only, so the same documents in another (sparse) order.
+    let mut first_query: Vec<&str> = run_text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{} ", qs.records[0].id)))
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    first_query.sort_unstable();
+    let mut expected: Vec<&str> = after[2..].iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(first_query, expected);
+    run(search(&["--filter", "tags = 'five'"])).await.unwrap();
+    let run_text = std::fs::read_to_string(&out).unwrap();
+    assert!(!run_text.is_empty());
+    for line in run_text.lines() {
+        let doc = line.split_whitespace().nth(2).unwrap();
+        let i: usize = doc.trim_start_matches('d').parse().unwrap();
+        assert!(i.is_multiple_of(5) && !i.is_multiple_of(7), "{line}");
+    }
+    let err = run(search(&["--filter", "tags = "]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--filter: column 8"), "{err}");
+    server.stop().await.unwrap();
+}
