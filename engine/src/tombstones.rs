@@ -30,6 +30,9 @@ const HEADER_BYTES: usize = 40;
 /// The deleted documents of one index: read at open, extended by [`Tombstones::delete`].
 pub struct Tombstones {
     path: PathBuf,
+    /// xxh3-64 of the directory's `manifest.json` when opened: a delete checks the directory
+    /// still holds that index (not one rebuilt or compacted in its place) before writing.
+    manifest: Option<u64>,
     doc_count: u32,
     current: RwLock<Arc<RoaringBitmap>>,
     /// One persist at a time (a delete reads, extends and writes the whole set).
@@ -46,6 +49,7 @@ impl Tombstones {
             Err(e) => return Err(Error::io(&path, e)),
         };
         Ok(Tombstones {
+            manifest: manifest_hash(dir),
             path,
             doc_count,
             current: RwLock::new(Arc::new(bitmap)),
@@ -97,6 +101,15 @@ impl Tombstones {
         if added == 0 {
             return Ok(0);
         }
+        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
+        if manifest_hash(dir) != self.manifest {
+            return Err(Error::Stale {
+                path: dir.to_path_buf(),
+                message: "the index directory was replaced (rebuilt or compacted) since this \
+                          index was loaded; reload it before deleting"
+                    .to_string(),
+            });
+        }
         write(&self.path, self.doc_count, &next)?;
         *self
             .current
@@ -104,6 +117,13 @@ impl Tombstones {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
         Ok(added)
     }
+}
+
+/// xxh3-64 of `dir`'s manifest, if readable.
+fn manifest_hash(dir: &Path) -> Option<u64> {
+    std::fs::read(dir.join(crate::format::files::MANIFEST))
+        .ok()
+        .map(|bytes| xxh3_64(&bytes))
 }
 
 /// Encodes `bitmap` as a tombstone file for an index of `doc_count` documents.
@@ -196,6 +216,25 @@ pub fn write(path: &Path, doc_count: u32, bitmap: &RoaringBitmap) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_index_directory_is_not_written_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        std::fs::write(&manifest, b"{\"doc_count\": 10}").unwrap();
+        let tombstones = Tombstones::open(dir.path(), 10).unwrap();
+        assert_eq!(tombstones.delete([1]).unwrap(), 1);
+        std::fs::write(&manifest, b"{\"doc_count\": 9}").unwrap();
+        let err = tombstones.delete([2]).unwrap_err();
+        assert!(matches!(err, Error::Stale { .. }), "{err}");
+        assert!(
+            err.to_string().contains("reload it before deleting"),
+            "{err}"
+        );
+        assert_eq!(tombstones.len(), 1);
+        let on_disk = std::fs::read(dir.path().join(FILE)).unwrap();
+        assert_eq!(decode(Path::new(FILE), &on_disk, 10).unwrap().len(), 1);
+    }
 
     #[test]
     fn round_trips_and_refuses_damage() {

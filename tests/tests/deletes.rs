@@ -373,3 +373,39 @@ async fn the_cli_deletes_from_an_id_file_and_filters_searches() {
     assert!(err.starts_with("--filter: column 8"), "{err}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_are_refused_after_the_directory_is_compacted_until_reloaded() {
+    let synth = synthetic_index(600, 2, 16, 35).unwrap();
+    let server = TestServer::start(&synth.index, ServeOptions::default())
+        .await
+        .unwrap();
+    let mut client = TandemClient::connect(&server.url).await.unwrap();
+    let first = client.delete(vec!["d0000001".into()]).await.unwrap();
+    assert_eq!((first.deleted, first.unknown_ids.len()), (1, 0));
+    let summary = tandem_engine::compact::compact(
+        &synth.index,
+        &synth.index,
+        false,
+        &tandem_engine::build::NoProgress,
+    )
+    .unwrap();
+    assert_eq!((summary.kept, summary.dropped), (599, 1));
+    // The server still serves the old index; its ids must not be written into the new one.
+    let status = client.delete(vec!["d0000002".into()]).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("reload it before deleting"),
+        "{status:?}"
+    );
+    let reply = client.reload_index("").await.unwrap();
+    let info = reply.info.unwrap();
+    assert_eq!((info.doc_count, info.deleted_count), (599, 0));
+    let again = client
+        .delete(vec!["d0000002".into(), "d0000001".into()])
+        .await
+        .unwrap();
+    assert_eq!(again.deleted, 1);
+    assert_eq!(again.unknown_ids, vec!["d0000001".to_string()]);
+    server.stop().await.unwrap();
+}
