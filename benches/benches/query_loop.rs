@@ -58,6 +58,7 @@ fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
             Query {
                 terms,
                 vectors: Some(QueryVectors { values, dim: 128 }),
+                filter: Default::default(),
             }
         })
         .collect();

@@ -23,6 +23,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Generate a deterministic synthetic corpus in the eval-set layout.
     Gen(GenArgs),
+    /// Latency of filtered queries (selectivities via random include sets, or an attribute
+    /// expression) against unfiltered ones, in process.
+    Filter(crate::filter::FilterArgs),
     /// Latency and accuracy of the first stage, in process.
     FirstStage(crate::first_stage::FirstStageArgs),
     /// MaxSim kernel throughput on real candidates (ns/candidate, GFLOP/s, % of FMA peak).
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(args) => eval(&args),
         Command::Gen(args) => gen(&args),
+        Command::Filter(args) => crate::filter::filter(&args),
         Command::FirstStage(args) => crate::first_stage::first_stage(&args),
         Command::Rerank(args) => crate::rerank::rerank(&args),
         Command::Sweep(args) => crate::sweep::sweep(&args),

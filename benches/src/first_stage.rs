@@ -158,6 +158,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
             Query {
                 terms,
                 vectors: None,
+                filter: Default::default(),
             }
         })
         .collect();

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod encoders;
+pub mod filter;
 pub mod first_stage;
 pub mod fusion;
 pub mod load;

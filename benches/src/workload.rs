@@ -58,6 +58,7 @@ pub fn load_queries(files: &QueryFiles, index: &Index) -> anyhow::Result<Vec<(St
             let query = Query {
                 terms,
                 vectors: Some(QueryVectors { values, dim }),
+                filter: Default::default(),
             };
             (record.id.clone(), query)
         })

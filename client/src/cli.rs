@@ -1,5 +1,6 @@
 //! The `tandem` command line: run query files against a server, describe its index.
 
+use crate::filters::{read_ids, FilterArgs};
 use crate::queries::{QueryKnobs, QuerySet};
 use crate::trec::write_run;
 use crate::{ConnectOptions, TandemClient};
@@ -38,6 +39,18 @@ pub enum Command {
         /// The index directory, as the server sees it (default: the one it serves, reloaded).
         #[arg(long, default_value = "")]
         path: String,
+    },
+    /// Delete documents by id (tombstones persisted by the server before it answers).
+    Delete {
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The ids to delete, one per line.
+        #[arg(long, value_name = "FILE")]
+        ids: PathBuf,
+        /// Ids per Delete call.
+        #[arg(long, default_value_t = 100_000)]
+        batch_size: usize,
     },
 }
 
@@ -93,6 +106,9 @@ pub struct SearchArgs {
     /// The knobs sent with every query.
     #[command(flatten)]
     pub knobs: KnobArgs,
+    /// The filter applied to every query.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Queries per SearchBatch call.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -239,7 +255,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Delete {
+            server,
+            ids,
+            batch_size,
+        } => delete(&server, &ids, batch_size).await,
     }
+}
+
+/// `tandem delete`: sends the ids in batches; prints the counts, then each unknown id.
+async fn delete(
+    server: &ServerArgs,
+    path: &std::path::Path,
+    batch_size: usize,
+) -> anyhow::Result<()> {
+    let ids = read_ids(path)?;
+    anyhow::ensure!(!ids.is_empty(), "{}: no ids", path.display());
+    let mut client = server.connect().await?;
+    let (mut deleted, mut already) = (0u64, 0u64);
+    let mut unknown = Vec::new();
+    let mut last = None;
+    for chunk in ids.chunks(batch_size.max(1)) {
+        let reply = client
+            .delete(chunk.to_vec())
+            .await
+            .map_err(|s| anyhow::anyhow!("server answered {:?}: {}", s.code(), s.message()))?;
+        deleted += reply.deleted;
+        already += reply.already_deleted;
+        unknown.extend(reply.unknown_ids.iter().cloned());
+        last = Some(reply);
+    }
+    let reply = last.unwrap_or_default();
+    println!(
+        "deleted {deleted}, already deleted {already}, unknown {}; the index now has {} live and {} deleted documents",
+        unknown.len(),
+        reply.live_count,
+        reply.deleted_count
+    );
+    for id in unknown {
+        println!("unknown id: {id}");
+    }
+    Ok(())
 }
 
 /// What `tandem search` did.
@@ -255,8 +311,13 @@ pub struct SearchReport {
 pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
     let queries = args.files.load(args.knobs.sparse_only)?;
     let knobs = args.knobs.knobs();
+    let filter = args.filter.load()?;
     let requests = (0..queries.len())
-        .map(|i| queries.request(i, &knobs))
+        .map(|i| {
+            let mut request = queries.request(i, &knobs);
+            filter.apply(&mut request);
+            request
+        })
         .collect();
     let mut client = args.server.connect().await?;
     let started = Instant::now();

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod filters;
 pub mod queries;
 pub mod trec;
 
@@ -12,8 +13,8 @@ use std::path::PathBuf;
 use tandem_proto::v1::admin_client::AdminClient;
 use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::{
-    GetIndexInfoRequest, IndexInfo, ReloadIndexRequest, ReloadIndexResponse, SearchBatchRequest,
-    SearchRequest, SearchResponse, SearchStreamResponse,
+    DeleteRequest, DeleteResponse, GetIndexInfoRequest, IndexInfo, ReloadIndexRequest,
+    ReloadIndexResponse, SearchBatchRequest, SearchRequest, SearchResponse, SearchStreamResponse,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -101,7 +102,9 @@ impl TandemClient {
             inner: SearchClient::new(authed.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            admin: AdminClient::new(authed),
+            admin: AdminClient::new(authed)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         })
     }
 
@@ -120,6 +123,11 @@ impl TandemClient {
             path: path.to_string(),
         };
         Ok(self.admin.reload_index(request).await?.into_inner())
+    }
+
+    /// Deletes documents by external id (Admin/Delete); unknown ids come back in the answer.
+    pub async fn delete(&mut self, ids: Vec<String>) -> Result<DeleteResponse, tonic::Status> {
+        Ok(self.admin.delete(DeleteRequest { ids }).await?.into_inner())
     }
 
     /// Runs one query.

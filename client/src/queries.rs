@@ -106,6 +106,7 @@ impl QuerySet {
                 id,
                 terms: Vec::new(),
                 text: None,
+                attrs: Vec::new(),
             });
         }
         Ok(QuerySet {
@@ -168,6 +169,7 @@ impl QuerySet {
             fusion_method: knobs.fusion_method as i32,
             fusion_weight: knobs.fusion_weight,
             rrf_k: knobs.rrf_k,
+            ..SearchRequest::default()
         }
     }
 }

@@ -31,6 +31,15 @@ pub enum Error {
         /// What check failed.
         message: String,
     },
+    /// The index directory changed on disk since it was loaded (rebuilt or compacted in place):
+    /// writing to it (a delete) would be wrong; reload first.
+    #[error("{}: {message}", path.display())]
+    Stale {
+        /// The index directory.
+        path: PathBuf,
+        /// What changed and what to do.
+        message: String,
+    },
     /// A query was abandoned because its caller stopped waiting (deadline passed, client gone).
     #[error("the query was cancelled")]
     Cancelled,

@@ -1,13 +1,15 @@
 //! A loaded index: the manifest, vocabulary, external ids, inverted index and token store.
 
 use crate::approx::ApproxIndex;
+use crate::attributes::{self, Attributes};
 use crate::error::{Error, Result};
-use crate::format::array::checksum_file;
+use crate::format::array::{checksum_file, ArrayFile};
 use crate::format::manifest::Manifest;
 use crate::format::{files, strings::StringTable};
 use crate::pipeline::FirstStage;
 use crate::sparse::InvertedIndex;
 use crate::tokens::{Codec, TokenStore};
+use crate::tombstones::Tombstones;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,8 @@ pub enum Verify {
     SkipChecksums,
 }
 
-/// An open, validated index. Immutable; share it behind an `Arc` across threads.
+/// An open, validated index. Its files are immutable; only its set of deleted documents grows
+/// ([`Index::delete`]). Share it behind an `Arc` across threads.
 pub struct Index {
     dir: PathBuf,
     manifest: Manifest,
@@ -31,6 +34,21 @@ pub struct Index {
     postings: InvertedIndex,
     approx: Option<ApproxIndex>,
     tokens: TokenStore,
+    /// Internal ids ordered by external id, to resolve external ids by binary search.
+    by_external_id: Vec<u32>,
+    attributes: Option<Attributes>,
+    tombstones: Tombstones,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteOutcome {
+    /// Documents newly deleted.
+    pub deleted: u64,
+    /// Documents given that were deleted before.
+    pub already_deleted: u64,
+    /// Ids the index does not have (each once, in the order given).
+    pub unknown: Vec<String>,
 }
 
 impl Index {
@@ -154,6 +172,36 @@ impl Index {
             manifest.file(dir, name)?;
         }
         let tokens = TokenStore::open(dir, codec, doc_count, token_count, dim)?;
+        let mut by_external_id: Vec<u32> = (0..doc_count as u32).collect();
+        by_external_id
+            .par_sort_unstable_by(|&a, &b| doc_ids.get(a as usize).cmp(&doc_ids.get(b as usize)));
+        if let Some(w) = by_external_id
+            .windows(2)
+            .find(|w| doc_ids.get(w[0] as usize) == doc_ids.get(w[1] as usize))
+        {
+            return Err(Error::corrupt(
+                dir.join(files::IDS_BYTES),
+                format!(
+                    "document id {:?} appears twice",
+                    doc_ids.get(w[0] as usize).unwrap_or_default()
+                ),
+            ));
+        }
+        // Attributes are optional (indexes built without them, or before them, have none); when
+        // present the manifest lists the file, so its size and checksum were verified above.
+        let attributes = match manifest.files.get(attributes::FILE) {
+            Some(_) => {
+                let path = dir.join(attributes::FILE);
+                let bytes = ArrayFile::<u8>::open(&path, attributes::FILE)?;
+                Some(Attributes::decode(
+                    &path,
+                    bytes.as_slice(),
+                    doc_count as u32,
+                )?)
+            }
+            None => None,
+        };
+        let tombstones = Tombstones::open(dir, doc_count as u32)?;
         Ok(Index {
             dir: dir.to_path_buf(),
             manifest,
@@ -163,6 +211,9 @@ impl Index {
             postings,
             approx,
             tokens,
+            by_external_id,
+            attributes,
+            tombstones,
         })
     }
 
@@ -224,6 +275,55 @@ impl Index {
     /// The external id of internal document `doc`.
     pub fn external_id(&self, doc: u32) -> Option<&str> {
         self.doc_ids.get(doc as usize)
+    }
+
+    /// The internal id of the document with external id `id`.
+    pub fn doc_by_id(&self, id: &str) -> Option<u32> {
+        self.by_external_id
+            .binary_search_by(|&doc| self.doc_ids.get(doc as usize).unwrap_or_default().cmp(id))
+            .ok()
+            .map(|at| self.by_external_id[at])
+    }
+
+    /// The document attributes, when the index has any.
+    pub fn attributes(&self) -> Option<&Attributes> {
+        self.attributes.as_ref()
+    }
+
+    /// The deleted documents.
+    pub fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
+    }
+
+    /// Number of documents not deleted.
+    pub fn live_count(&self) -> u64 {
+        (self.doc_count() as u64).saturating_sub(self.tombstones.len())
+    }
+
+    /// Deletes the documents with external ids `ids`: the tombstone file is rewritten (new file,
+    /// fsync, rename) before this returns, and queries that start afterwards never return them.
+    /// Ids the index does not have are reported, not an error. Concurrent deletes are serialised.
+    pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<DeleteOutcome> {
+        let mut docs = Vec::with_capacity(ids.len());
+        let mut unknown: Vec<String> = Vec::new();
+        for id in ids {
+            match self.doc_by_id(id.as_ref()) {
+                Some(doc) => docs.push(doc),
+                None if !unknown.iter().any(|u| u == id.as_ref()) => {
+                    unknown.push(id.as_ref().to_string())
+                }
+                None => {}
+            }
+        }
+        docs.sort_unstable();
+        docs.dedup();
+        let given = docs.len() as u64;
+        let deleted = self.tombstones.delete(docs)?;
+        Ok(DeleteOutcome {
+            deleted,
+            already_deleted: given - deleted,
+            unknown,
+        })
     }
 
     /// The inverted index.

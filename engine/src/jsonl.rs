@@ -1,8 +1,10 @@
 //! Seismic-style JSONL records: `{"id": ..., "vector": {"token": weight, ...}}`, one per line.
 //!
-//! Used for documents (index builds) and queries (clients, benchmarks). Other fields of a line
-//! (e.g. `text`) are ignored.
+//! Used for documents (index builds) and queries (clients, benchmarks). Documents may carry
+//! `"attrs": {"name": value}` (a string, an integer or a list of strings each). Other fields of a
+//! line are ignored.
 
+use crate::attributes::AttrValue;
 use crate::error::{Error, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -18,6 +20,8 @@ pub struct SparseRecord {
     pub terms: Vec<(String, f32)>,
     /// The optional `text` field (queries carry it).
     pub text: Option<String>,
+    /// The optional `attrs` object (documents' attributes), in the order of the line.
+    pub attrs: Vec<(String, AttrValue)>,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +29,7 @@ struct RawRecord {
     id: Option<serde_json::Value>,
     vector: Option<TermList>,
     text: Option<String>,
+    attrs: Option<serde_json::Value>,
 }
 
 /// The `vector` object with its keys kept in order and duplicates kept (to be reported).
@@ -91,10 +96,28 @@ pub fn parse_line(line: &str, location: &dyn Fn() -> String) -> Result<SparseRec
             format!("field `vector`: token {:?} appears twice", dup[0]),
         ));
     }
+    let attrs = match raw.attrs {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Object(map)) => map
+            .iter()
+            .map(|(name, value)| {
+                AttrValue::from_json(value)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|m| Error::bad_input(location(), format!("field `attrs.{name}`: {m}")))
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => {
+            return Err(Error::bad_input(
+                location(),
+                format!("field `attrs` must be an object, got {other}"),
+            ))
+        }
+    };
     Ok(SparseRecord {
         id,
         terms,
         text: raw.text,
+        attrs,
     })
 }
 
@@ -123,6 +146,18 @@ mod tests {
         assert_eq!(r.terms, vec![("b".into(), 1.5), ("a".into(), 0.25)]);
         assert_eq!(r.text.as_deref(), Some("t"));
         assert_eq!(parse(r#"{"id": "x", "vector": {}}"#).unwrap().id, "x");
+        let r = parse(
+            r#"{"id": 1, "vector": {}, "attrs": {"lang": "en", "year": 2020, "tags": ["a"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.attrs,
+            vec![
+                ("lang".into(), AttrValue::Str("en".into())),
+                ("tags".into(), AttrValue::List(vec!["a".into()])),
+                ("year".into(), AttrValue::Int(2020)),
+            ]
+        );
     }
 
     #[test]
@@ -141,6 +176,22 @@ mod tests {
                 "appears twice",
             ),
             (r#"{"id": "a", "vector": {"t": "x"}}"#, "invalid record"),
+            (
+                r#"{"id": "a", "vector": {}, "attrs": 3}"#,
+                "`attrs` must be an object",
+            ),
+            (
+                r#"{"id": "a", "vector": {}, "attrs": {"y": 1.5}}"#,
+                "`attrs.y`: 1.5 is not an integer",
+            ),
+            (
+                r#"{"id": "a", "vector": {}, "attrs": {"t": ["a", 1]}}"#,
+                "`attrs.t`: a list may hold only strings",
+            ),
+            (
+                r#"{"id": "a", "vector": {}, "attrs": {"t": true}}"#,
+                "`attrs.t`: must be a string",
+            ),
             ("not json", "invalid record"),
         ];
         for (line, expected) in cases {

@@ -10,10 +10,13 @@
 #![warn(missing_docs)]
 
 pub mod approx;
+pub mod attributes;
 pub mod build;
+pub mod compact;
 #[cfg(feature = "encoders")]
 pub mod encoders;
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod fusion;
 pub mod index;
@@ -27,10 +30,12 @@ pub mod pq;
 pub mod sparse;
 pub mod synth;
 pub mod tokens;
+pub mod tombstones;
 pub mod topk;
 pub mod weight_table;
 
 pub use error::{Error, Result};
+pub use filter::{Admit, Filter};
 pub use fusion::{Fusion, FusionMethod};
-pub use index::{Index, Verify};
+pub use index::{DeleteOutcome, Index, Verify};
 pub use pipeline::{Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats};

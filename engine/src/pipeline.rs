@@ -7,6 +7,7 @@
 
 use crate::approx::ApproxQueryParams;
 use crate::error::{Error, Result};
+use crate::filter::{Admit, Filter};
 use crate::fusion::Fusion;
 use crate::index::Index;
 use crate::maxsim::MaxSimScorer;
@@ -62,6 +63,11 @@ pub fn check_term_weight(weight: f32) -> std::result::Result<(), String> {
     }
 }
 
+/// With the approximate first stage, a filter admitting at most this fraction of the documents
+/// is answered by scoring every admitted document exactly (through the forward index) rather
+/// than by accumulating over pruned lists, most of whose documents it would refuse.
+pub const SCAN_ADMITTED_FRACTION: f64 = 0.05;
+
 /// Which first stage a query runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FirstStage {
@@ -104,7 +110,7 @@ pub struct QueryVectors {
     pub dim: usize,
 }
 
-/// A query in engine terms: term ids with weights, and token vectors.
+/// A query in engine terms: term ids with weights, token vectors, and what it is restricted to.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Query {
     /// `(term id, weight)` pairs; ids distinct and below the vocabulary size, weights as
@@ -112,6 +118,8 @@ pub struct Query {
     pub terms: Vec<(u32, f32)>,
     /// Token vectors; required when reranking.
     pub vectors: Option<QueryVectors>,
+    /// The documents it may return (deleted documents never are).
+    pub filter: Filter,
 }
 
 /// One result.
@@ -278,8 +286,16 @@ impl Index {
         Ok(SearchOutput { hits, stats })
     }
 
-    /// The first stage alone: the best `kappa` documents for `query`'s sparse terms, best first,
-    /// with their sparse scores. `query` must have passed validation (see [`Index::search`]).
+    /// The first stage alone: the best `kappa` documents for `query`'s sparse terms among those
+    /// its filter admits (never a deleted one), best first, with their sparse scores. `query`
+    /// must have passed validation (see [`Index::search`]).
+    ///
+    /// The approximate first stage honours filters too: when the admitted set is small (at most
+    /// [`SCAN_ADMITTED_FRACTION`] of the documents) every admitted document is scored exactly
+    /// instead; otherwise refused documents are dropped before rescoring, and if fewer than
+    /// `kappa` candidates remain (the pruned lists held too few admitted documents) the exact
+    /// first stage over the admitted set answers instead. So a filtered query returns
+    /// `kappa` candidates whenever `kappa` admitted documents share a term with it.
     pub fn first_stage(
         &self,
         query: &Query,
@@ -287,14 +303,24 @@ impl Index {
         stage: &FirstStage,
     ) -> Result<Vec<Scored>> {
         let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
+        let admit = self.admit(&query.filter)?;
         match stage {
-            FirstStage::Exact => Ok(self.postings().search_exact(&terms, kappa)),
+            FirstStage::Exact => Ok(self.postings().search_exact(&terms, kappa, &admit)),
             FirstStage::Approx(knobs) => {
                 let approx = self.approx().ok_or_else(|| {
                     Error::invalid("first_stage", "this index has no approximate first stage (built with --first-stage exact)")
                 })?;
                 knobs.validate()?;
-                Ok(approx.search(&terms, kappa, knobs))
+                if let Admit::Only(allowed) = &admit {
+                    if (allowed.len() as f64) <= SCAN_ADMITTED_FRACTION * self.doc_count() as f64 {
+                        return Ok(approx.search_within(&terms, kappa, allowed));
+                    }
+                }
+                let found = approx.search(&terms, kappa, knobs, &admit);
+                if found.len() < kappa && !admit.is_all() {
+                    return Ok(self.postings().search_exact(&terms, kappa, &admit));
+                }
+                Ok(found)
             }
         }
     }

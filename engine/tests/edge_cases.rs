@@ -56,6 +56,7 @@ fn a_product_that_underflows_to_zero_does_not_duplicate_a_document() {
     let query = Query {
         terms: vec![(x, 1e-45), (y, 1.0)],
         vectors: None,
+        filter: Default::default(),
     };
     let out = index
         .search(&query, &params(false), &Limits::default())
@@ -77,6 +78,7 @@ fn maxsim_scores_and_vector_value_limits() {
     let query = |values: Vec<f32>| Query {
         terms: vec![(y, 1.0)],
         vectors: Some(QueryVectors { values, dim: 2 }),
+        filter: Default::default(),
     };
     // Two query tokens: (1, 0) and (0, 1). Doc a = [(1, 0)]: 1 + 0. Doc b = [(0, 1), (0.6, 0.8)]:
     // max(0, 0.6) + max(1, 0.8) = 1.6, with 0.6 as stored in float16.
@@ -122,4 +124,35 @@ fn prefetch_is_wanted_until_the_token_files_are_found_resident() {
     }
     assert!(tokens.check_residency(), "every page was just read");
     assert!(!tokens.needs_prefetch());
+}
+
+#[test]
+fn attribute_faults_name_the_line_and_old_indexes_have_no_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = tiny_index(dir.path());
+    assert!(index.attributes().is_none());
+    assert!(!dir.path().join("index/attrs.bin").exists());
+    std::fs::write(
+        dir.path().join("docs.jsonl"),
+        "{\"id\": \"a\", \"vector\": {\"x\": 1}, \"attrs\": {\"year\": 2020}}\n{\"id\": \"b\", \"vector\": {\"y\": 2}, \"attrs\": {\"year\": \"2021\"}}\n",
+    )
+    .unwrap();
+    let config = BuildConfig {
+        docs: dir.path().join("docs.jsonl"),
+        vectors: dir.path().join("vectors.npy"),
+        lens: dir.path().join("lens.npy"),
+        int8_scale: None,
+        vocab: None,
+        token_ids: false,
+        out: dir.path().join("index2"),
+        overwrite: false,
+        approx: None,
+        codec: tandem_engine::tokens::Codec::F16,
+    };
+    let err = build_index(&config, &NoProgress).unwrap_err().to_string();
+    assert!(
+        err.ends_with("docs.jsonl:2: field `attrs`: attribute `year` is string here but integer in earlier documents"),
+        "{err}"
+    );
+    assert!(!config.out.exists());
 }

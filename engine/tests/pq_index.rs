@@ -89,6 +89,7 @@ fn a_pq_index_is_reproducible_and_scores_odd_shapes() {
             values: all[start..start + 5 * DIM].to_vec(),
             dim: DIM,
         }),
+        filter: Default::default(),
     };
     let params = SearchParams {
         first_stage: FirstStage::Exact,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
 use tandem_engine::build::{build_index, BuildConfig};
+use tandem_engine::compact::compact;
 use tandem_engine::format::files;
 use tandem_engine::format::manifest::Manifest;
 use tandem_engine::tokens::Codec;
@@ -49,6 +50,20 @@ pub enum Command {
         /// The JSON file to write (replaced atomically).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write the index without its deleted documents (ids and order of the others kept; the
+    /// approximate first stage rebuilt with the same parameters; no tombstones). Stop deleting
+    /// while it runs: deletes that arrive meanwhile make it fail rather than be lost.
+    Compact {
+        /// The index directory.
+        dir: PathBuf,
+        /// Where to write the compacted index (default: replace DIR; a server serving DIR keeps
+        /// its open files until reloaded).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -128,6 +143,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect { dir } => inspect(&dir),
         Command::Verify { dir } => verify(&dir),
         Command::WeightTable { index, out } => weight_table(&index, &out),
+        Command::Compact { dir, out, force } => {
+            let out = out.unwrap_or_else(|| dir.clone());
+            let summary = compact(&dir, &out, force, &progress::Bar::new())
+                .with_context(|| format!("cannot compact {}", dir.display()))?;
+            println!(
+                "compacted {} into {} in {:.1} s: {} documents kept, {} deleted dropped",
+                dir.display(),
+                summary.dir.display(),
+                summary.seconds,
+                summary.kept,
+                summary.dropped
+            );
+            Ok(())
+        }
     }
 }
 

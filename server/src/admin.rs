@@ -1,14 +1,15 @@
-//! The `tandem.v1.Admin` service: hot reload of the served index.
+//! The `tandem.v1.Admin` service: hot reload of the served index, and deletes.
 
 use crate::service::index_info;
 use crate::state::Shared;
+use crate::status::to_status;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tandem_proto::v1::admin_server::Admin;
-use tandem_proto::v1::{ReloadIndexRequest, ReloadIndexResponse};
+use tandem_proto::v1::{DeleteRequest, DeleteResponse, ReloadIndexRequest, ReloadIndexResponse};
 use tonic::{Request, Response, Status};
 
-/// Swaps newly built indexes in.
+/// Swaps newly built indexes in and deletes documents.
 pub struct AdminService {
     shared: Arc<Shared>,
 }
@@ -33,6 +34,40 @@ impl Admin for AdminService {
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
         self.shared.metrics.count("ReloadIndex", code);
+        result.map(Response::new)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let ids = request.into_inner().ids;
+        let requested = ids.len();
+        let result = match self.shared.delete(ids).await {
+            Ok((outcome, served)) => {
+                tracing::info!(
+                    index = %served.index.dir().display(),
+                    requested,
+                    deleted = outcome.deleted,
+                    already_deleted = outcome.already_deleted,
+                    unknown = outcome.unknown.len(),
+                    "documents deleted"
+                );
+                let deleted_count = served.index.tombstones().len();
+                Ok(DeleteResponse {
+                    deleted: outcome.deleted,
+                    already_deleted: outcome.already_deleted,
+                    unknown_ids: outcome.unknown,
+                    live_count: served.index.doc_count() as u64 - deleted_count,
+                    deleted_count,
+                })
+            }
+            Err(e) => Err(to_status(e)),
+        };
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.shared.metrics.count("Delete", code);
         result.map(Response::new)
     }
 }

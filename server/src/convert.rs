@@ -3,6 +3,7 @@
 use crate::config::ServeOptions;
 use half::f16;
 use tandem_engine::approx::ApproxQueryParams;
+use tandem_engine::filter::{parse, Filter};
 use tandem_engine::pipeline::{check_term_weight, FirstStage};
 use tandem_engine::{
     Error, Fusion, FusionMethod, Index, Query, QueryVectors, Result, SearchOutput, SearchParams,
@@ -65,8 +66,23 @@ pub fn prepare(
         Some(vectors) if rerank => Some(token_vectors(vectors)?),
         _ => None,
     };
+    let filter = Filter {
+        include: request.include_ids.map(|set| set.ids),
+        exclude: request.exclude_ids.map(|set| set.ids).unwrap_or_default(),
+        expr: match request.filter.trim().is_empty() {
+            true => None,
+            false => {
+                Some(parse(&request.filter).map_err(|e| Error::invalid("filter", e.to_string()))?)
+            }
+        },
+        include_docs: None,
+    };
     Ok(Prepared {
-        query: Query { terms, vectors },
+        query: Query {
+            terms,
+            vectors,
+            filter,
+        },
         params,
         unknown_tokens,
         query_id: request.query_id,

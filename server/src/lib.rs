@@ -74,7 +74,8 @@ pub async fn serve(
         .context("cannot build the reflection service")?;
     let search = SearchServer::new(service::SearchService::new(shared.clone()))
         .max_decoding_message_size(max_message);
-    let admin = AdminServer::new(admin::AdminService::new(shared.clone()));
+    let admin = AdminServer::new(admin::AdminService::new(shared.clone()))
+        .max_decoding_message_size(max_message);
 
     // One shutdown signal for the gRPC server, the metrics endpoint and the SIGHUP listener.
     let (stop, stopped) = watch::channel(false);

@@ -453,6 +453,7 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
     let index = &served.index;
     let manifest = index.manifest();
     let options = &shared.options;
+    let deleted = index.tombstones().len();
     IndexInfo {
         doc_count: manifest.doc_count,
         vocab_size: manifest.vocab_size,
@@ -500,6 +501,17 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         workers: saturate(shared.workers.threads()),
         max_queue: saturate(shared.workers.capacity()),
         encoders: shared.encoders.info().to_vec(),
+        // One snapshot, so doc_count = live_count + deleted_count even during a delete.
+        live_count: manifest.doc_count.saturating_sub(deleted),
+        deleted_count: deleted,
+        attributes: index
+            .attributes()
+            .map(|a| {
+                a.kinds()
+                    .map(|(name, kind)| (name.to_string(), kind.name().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

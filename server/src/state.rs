@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tandem_engine::{Index, Verify};
+use tandem_engine::{DeleteOutcome, Index, Verify};
 
 /// The index being served and when it was loaded.
 pub struct Served {
@@ -36,7 +36,7 @@ pub struct Shared {
     /// The encoders of text queries.
     pub encoders: Encoders,
     streams: AtomicUsize,
-    /// One reload at a time.
+    /// One reload or delete at a time.
     reloading: tokio::sync::Mutex<()>,
 }
 
@@ -92,6 +92,25 @@ impl Shared {
         });
         self.served.store(served.clone());
         Ok((served, started.elapsed().as_millis()))
+    }
+
+    /// Deletes `ids` from the served index (see [`Index::delete`]), off the reactor. Holds the
+    /// reload lock, so a delete and a reload never interleave: a reload of the same directory
+    /// reads the tombstones this delete wrote, and a delete never lands on an index being
+    /// swapped out. Returns the outcome and the index it applies to.
+    pub async fn delete(
+        &self,
+        ids: Vec<String>,
+    ) -> tandem_engine::Result<(DeleteOutcome, Arc<Served>)> {
+        let _no_reload = self.reloading.lock().await;
+        let served = self.served();
+        let deleting = served.clone();
+        let outcome = tokio::task::spawn_blocking(move || deleting.index.delete(&ids))
+            .await
+            .map_err(|e| {
+                tandem_engine::Error::corrupt(served.index.dir(), format!("delete failed: {e}"))
+            })??;
+        Ok((outcome, served))
     }
 
     /// Claims one of the `max_streams` stream slots, released when the guard drops.

@@ -10,6 +10,7 @@ pub fn to_status(error: Error) -> Status {
             Status::invalid_argument(error.to_string())
         }
         Error::Cancelled => Status::cancelled(error.to_string()),
+        Error::Stale { .. } => Status::failed_precondition(error.to_string()),
         Error::Corrupt { .. } | Error::Io { .. } => {
             tracing::error!(%error, "index failure while serving");
             Status::internal(error.to_string())

@@ -195,6 +195,37 @@ pub fn synthetic_index_with(
     seed: u64,
     approx: Option<ApproxSettings>,
 ) -> anyhow::Result<SyntheticIndex> {
+    synthetic_index_full(docs, queries, dim, seed, approx, false)
+}
+
+/// The attributes [`synthetic_index_full`] gives document number `i` (0-based, file order):
+/// `lang` "en" for two documents in three, else "fr"; `year` 2000 + i mod 25; `tags` "even" or
+/// "odd", plus "five" for multiples of 5; and no attributes at all for multiples of 7.
+pub fn synthetic_attributes(i: usize) -> Option<serde_json::Value> {
+    if i.is_multiple_of(7) {
+        return None;
+    }
+    let mut tags = vec![if i.is_multiple_of(2) { "even" } else { "odd" }];
+    if i.is_multiple_of(5) {
+        tags.push("five");
+    }
+    Some(serde_json::json!({
+        "lang": if i % 3 == 2 { "fr" } else { "en" },
+        "year": 2000 + (i % 25) as i64,
+        "tags": tags,
+    }))
+}
+
+/// [`synthetic_index_with`], with [`synthetic_attributes`] added to the documents when
+/// `attributes` is set.
+pub fn synthetic_index_full(
+    docs: usize,
+    queries: usize,
+    dim: usize,
+    seed: u64,
+    approx: Option<ApproxSettings>,
+    attributes: bool,
+) -> anyhow::Result<SyntheticIndex> {
     let dir = tempfile::tempdir()?;
     let corpus = dir.path().join("corpus");
     std::fs::create_dir_all(&corpus)?;
@@ -207,6 +238,20 @@ pub fn synthetic_index_with(
         query_tokens: 8,
     };
     generate(&config, &corpus, &|_| {})?;
+    if attributes {
+        let path = corpus.join("docs.jsonl");
+        let text = std::fs::read_to_string(&path)?;
+        let mut out = String::with_capacity(text.len() * 2);
+        for (i, line) in text.lines().enumerate() {
+            let mut record: serde_json::Value = serde_json::from_str(line)?;
+            if let (Some(attrs), Some(object)) = (synthetic_attributes(i), record.as_object_mut()) {
+                object.insert("attrs".to_string(), attrs);
+            }
+            out.push_str(&record.to_string());
+            out.push('\n');
+        }
+        std::fs::write(&path, out)?;
+    }
     let index = dir.path().join("index");
     build_index(
         &BuildConfig {

@@ -25,6 +25,7 @@ fn queries(index: &Index, corpus: &std::path::Path) -> Vec<Query> {
             Query {
                 terms,
                 vectors: None,
+                filter: Default::default(),
             }
         })
         .collect()

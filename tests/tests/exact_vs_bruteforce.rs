@@ -82,6 +82,7 @@ fn engine_query(c: &Corpus, i: usize) -> Query {
             values: v[i].clone(),
             dim: c.dim,
         }),
+        filter: Default::default(),
     }
 }
 

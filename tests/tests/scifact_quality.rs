@@ -71,6 +71,7 @@ async fn run_queries(
             query_cut: None,
             rescore: None,
         },
+        filter: Default::default(),
         batch_size: 32,
         out: out.to_path_buf(),
         tag: "test".to_string(),

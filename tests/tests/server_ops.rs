@@ -263,6 +263,8 @@ async fn bearer_tokens_guard_everything_but_health() {
     assert_eq!(status.code(), Code::Unauthenticated);
     let status = anonymous.reload_index("").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+    let status = anonymous.delete(vec!["0".into()]).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
 
     let wrong = ConnectOptions {
         token: Some("guess".into()),

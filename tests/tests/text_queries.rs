@@ -162,6 +162,7 @@ async fn search(url: &str, data: &Path, out: &Path, text: bool) -> Metrics {
             query_cut: None,
             rescore: None,
         },
+        filter: Default::default(),
         batch_size: 32,
         out: out.to_path_buf(),
         tag: "text".to_string(),

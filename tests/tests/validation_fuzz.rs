@@ -345,6 +345,7 @@ fn edited(
         rrf_k: knobs.rrf_k,
         query_id: knobs.query_id,
         query: good.query.clone(),
+        ..SearchRequest::default()
     };
     let query = request.query.get_or_insert_with(Query::default);
     let ids = |pairs: Vec<(u32, f32)>, cut: bool| {

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_client::cli::{KnobArgs, QueryFileArgs, ServerArgs};
+use tandem_client::filters::FilterArgs;
 use tandem_client::TandemClient;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{SearchRequest, SearchStreamResponse};
@@ -49,6 +50,9 @@ pub struct LoadArgs {
     /// The knobs sent with every query.
     #[command(flatten)]
     pub knobs: KnobArgs,
+    /// The filter sent with every query.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Closed loop: concurrent workers.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -368,6 +372,7 @@ async fn open_loop(
 pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
     let queries = args.files.load(args.knobs.sparse_only)?;
     let knobs = args.knobs.knobs();
+    let filter = args.filter.load()?;
     let method = match args.method.as_str() {
         "batch" => Method::Batch,
         "stream" => Method::Stream,
@@ -379,7 +384,11 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
     };
     let plan = Arc::new(Plan {
         requests: (0..queries.len())
-            .map(|i| queries.request(i, &knobs))
+            .map(|i| {
+                let mut request = queries.request(i, &knobs);
+                filter.apply(&mut request);
+                request
+            })
             .collect(),
         method,
         batch_size: args.batch_size,

@@ -22,8 +22,10 @@
 pub mod build;
 
 use crate::error::{Error, Result};
+use crate::filter::Admit;
 use crate::format::array::ArrayFile;
 use crate::topk::{Scored, TopK};
+use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::path::Path;
@@ -254,18 +256,50 @@ impl ApproxIndex {
         offsets[i] as usize..offsets[i + 1] as usize
     }
 
-    /// The approximate top `kappa` documents for `query` (distinct term ids below the vocabulary
-    /// size, finite weights ≥ 0), best first (ties by document order), with their exact sparse
-    /// scores.
+    /// The approximate top `kappa` admitted documents for `query` (distinct term ids below the
+    /// vocabulary size, finite weights ≥ 0), best first (ties by document order), with their
+    /// exact sparse scores. Documents `admit` refuses never become candidates: they are dropped
+    /// before the best partial scores are chosen, so they take no rescoring slot.
     pub fn search(
         &self,
         query: &[(u32, f32)],
         kappa: usize,
         params: &ApproxQueryParams,
+        admit: &Admit,
     ) -> Vec<Scored> {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
-            self.search_with(&mut scratch, query, kappa, params)
+            self.search_with(&mut scratch, query, kappa, params, admit)
+        })
+    }
+
+    /// The exact top `kappa` of `docs` for `query`: every document of the set scored through the
+    /// forward index (the plan for a small admitted set, cheaper than walking blocks that hold
+    /// few admitted documents). Documents sharing no term with the query are not returned.
+    pub fn search_within(
+        &self,
+        query: &[(u32, f32)],
+        kappa: usize,
+        docs: &RoaringBitmap,
+    ) -> Vec<Scored> {
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            if scratch.dense.len() != self.vocab_size {
+                scratch.dense = vec![0.0; self.vocab_size];
+            }
+            for &(term, weight) in query {
+                scratch.dense[term as usize] = weight;
+            }
+            let mut top = TopK::new(kappa);
+            for doc in docs.iter().filter(|&d| (d as usize) < self.doc_count) {
+                if let Some(score) = self.score_matched(&scratch.dense, doc) {
+                    top.push(Scored { id: doc, score });
+                }
+            }
+            for &(term, _) in query {
+                scratch.dense[term as usize] = 0.0;
+            }
+            top.into_sorted_vec()
         })
     }
 
@@ -275,6 +309,7 @@ impl ApproxIndex {
         query: &[(u32, f32)],
         kappa: usize,
         params: &ApproxQueryParams,
+        admit: &Admit,
     ) -> Vec<Scored> {
         if scratch.dense.len() != self.vocab_size {
             scratch.dense = vec![0.0; self.vocab_size];
@@ -320,8 +355,11 @@ impl ApproxIndex {
         }
 
         // 2. The best partial scores, rescored exactly against the whole query.
-        let mut candidates: Vec<(f32, u32)> =
-            touched.iter().map(|&d| (partial[d as usize], d)).collect();
+        let mut candidates: Vec<(f32, u32)> = touched
+            .iter()
+            .filter(|&&d| admit.admits(d))
+            .map(|&d| (partial[d as usize], d))
+            .collect();
         let depth = params.rescore.max(kappa);
         if candidates.len() > depth {
             candidates
@@ -342,6 +380,22 @@ impl ApproxIndex {
             dense[term as usize] = 0.0;
         }
         top.into_sorted_vec()
+    }
+
+    /// The exact sparse score of `doc` against the dense query, or `None` when they share no
+    /// term of positive weight.
+    fn score_matched(&self, dense: &[f32], doc: u32) -> Option<f32> {
+        let range = Self::range(self.forward_offsets.as_slice(), doc as usize);
+        let terms = &self.forward_terms.as_slice()[range.clone()];
+        let weights = &self.forward_weights.as_slice()[range];
+        let mut matched = false;
+        let mut score = 0f32;
+        for (&t, &w) in terms.iter().zip(weights) {
+            let q = dense[t as usize];
+            matched |= q > 0.0;
+            score += q * w;
+        }
+        matched.then_some(score)
     }
 
     /// The exact sparse score of `doc` against the dense query.

@@ -1,5 +1,6 @@
 //! Parsing the documents JSONL into a compressed sparse-row matrix of term ids and weights.
 
+use crate::attributes::Attributes;
 use crate::build::Progress;
 use crate::error::{Error, Result};
 use crate::jsonl::{parse_line, SparseRecord};
@@ -63,6 +64,8 @@ pub struct ParsedDocs {
     pub weights: Vec<f32>,
     /// The vocabulary, id = position.
     pub vocab: Vec<String>,
+    /// The documents' attributes, indexed.
+    pub attributes: Attributes,
 }
 
 /// A parsed line with its token ids (empty when the vocabulary comes from the documents).
@@ -87,6 +90,7 @@ pub fn parse_docs(
         terms: Vec::new(),
         weights: Vec::new(),
         vocab: Vec::new(),
+        attributes: Attributes::new(0),
     };
     let mut interned: HashMap<String, u32> = HashMap::new();
     let mut first_line_of_id: HashMap<String, usize> = HashMap::new();
@@ -134,12 +138,18 @@ pub fn parse_docs(
                 docs.terms.extend_from_slice(&fixed_ids);
                 docs.weights.extend(record.terms.iter().map(|(_, w)| *w));
             }
+            docs.attributes
+                .add(docs.ids.len() as u32, &record.attrs)
+                .map_err(|m| {
+                    Error::bad_input(format!("{origin}:{}", i + 1), format!("field `attrs`: {m}"))
+                })?;
             docs.offsets.push(docs.terms.len() as u64);
             docs.ids.push(record.id);
         }
         progress.advance(batch_bytes);
     }
     progress.finish();
+    docs.attributes.finish();
     if let Vocabulary::Fixed { terms, .. } = vocabulary {
         docs.vocab = terms;
     }

@@ -6,6 +6,7 @@ pub mod vectors;
 
 use crate::approx::build::{build as build_approx, SparseMatrices};
 use crate::approx::{self, ApproxSettings};
+use crate::attributes;
 use crate::error::{Error, Result};
 use crate::format::array::{write_array, Element};
 use crate::format::manifest::ApproxManifest;
@@ -154,6 +155,9 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         files::IDS_OFFSETS,
         files::IDS_BYTES,
     )?;
+    if !docs.attributes.is_empty() {
+        put(&mut staging, attributes::FILE, &docs.attributes.encode())?;
+    }
     let inverted = invert(&docs, progress);
     put(&mut staging, files::POSTINGS_OFFSETS, &inverted.offsets)?;
     put(&mut staging, files::POSTINGS_DOCS, &inverted.docs)?;
@@ -237,7 +241,8 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
     })
 }
 
-fn write_strings(
+/// Writes a string table (offsets and bytes) into the staging directory.
+pub(crate) fn write_strings(
     staging: &mut StagingDir,
     strings: &[String],
     name: &str,
@@ -296,13 +301,17 @@ fn invert(docs: &ParsedDocs, progress: &dyn Progress) -> Inverted {
 }
 
 /// Writes one array file into the staging directory and records it for the manifest.
-fn put<T: Element>(staging: &mut StagingDir, name: &str, values: &[T]) -> Result<()> {
+pub(crate) fn put<T: Element>(staging: &mut StagingDir, name: &str, values: &[T]) -> Result<()> {
     let written = write_array(&staging.file_path(name), name, values)?;
     staging.record(name, written);
     Ok(())
 }
 
-fn write_approx(staging: &mut StagingDir, a: &approx::build::ApproxArrays) -> Result<()> {
+/// Writes the approximate first stage's arrays into the staging directory.
+pub(crate) fn write_approx(
+    staging: &mut StagingDir,
+    a: &approx::build::ApproxArrays,
+) -> Result<()> {
     use approx::files as f;
     put(staging, f::FORWARD_OFFSETS, &a.forward_offsets)?;
     put(staging, f::FORWARD_TERMS, &a.forward_terms)?;

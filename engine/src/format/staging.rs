@@ -109,7 +109,7 @@ impl Drop for StagingDir {
 }
 
 /// fsyncs a file or directory.
-fn sync_path(path: &Path) -> Result<()> {
+pub(crate) fn sync_path(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(path, e))

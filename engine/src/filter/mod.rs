@@ -1,0 +1,119 @@
+//! Query-time filters: which documents a query may return.
+//!
+//! A [`Filter`] (an include set and an exclude set of external ids, and an attribute
+//! expression) is compiled with the index's deleted documents into an [`Admit`]: a `roaring`
+//! bitmap of internal ids the first stage consults as it scores, so a filtered query still
+//! fills its `kappa` candidates whenever that many admitted documents match the query.
+
+pub mod expr;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use roaring::RoaringBitmap;
+use std::sync::Arc;
+
+pub use expr::{parse, Expr};
+
+/// What a query is restricted to. The default restricts nothing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Filter {
+    /// Only these documents (external ids) may be returned; `None`: no include restriction.
+    /// Ids the index does not have match nothing.
+    pub include: Option<Vec<String>>,
+    /// These documents are never returned (unknown ids are ignored).
+    pub exclude: Vec<String>,
+    /// Only documents whose attributes match this expression may be returned.
+    pub expr: Option<Expr>,
+    /// Only these internal ids may be returned: an include set resolved once and reused across
+    /// queries (library users, benchmarks); ids past the index are ignored.
+    pub include_docs: Option<Arc<RoaringBitmap>>,
+}
+
+impl Filter {
+    /// Whether the filter restricts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.include.is_none()
+            && self.exclude.is_empty()
+            && self.expr.is_none()
+            && self.include_docs.is_none()
+    }
+}
+
+/// The documents a query may return: the filter and the deleted documents, compiled.
+#[derive(Debug, Clone)]
+pub enum Admit {
+    /// Every document (no filter, nothing deleted).
+    All,
+    /// Every document but the deleted ones (no filter).
+    Except(Arc<RoaringBitmap>),
+    /// Exactly these documents.
+    Only(RoaringBitmap),
+}
+
+impl Admit {
+    /// Whether `doc` may be returned.
+    #[inline]
+    pub fn admits(&self, doc: u32) -> bool {
+        match self {
+            Admit::All => true,
+            Admit::Except(deleted) => !deleted.contains(doc),
+            Admit::Only(allowed) => allowed.contains(doc),
+        }
+    }
+
+    /// Whether every document is admitted.
+    pub fn is_all(&self) -> bool {
+        matches!(self, Admit::All)
+    }
+
+    /// Number of admitted documents out of `doc_count`.
+    pub fn len(&self, doc_count: usize) -> u64 {
+        match self {
+            Admit::All => doc_count as u64,
+            Admit::Except(deleted) => (doc_count as u64).saturating_sub(deleted.len()),
+            Admit::Only(allowed) => allowed.len(),
+        }
+    }
+}
+
+impl Index {
+    /// Compiles `filter` with the documents deleted now into the set a query may return.
+    /// Errors (an attribute the index does not have, a value of the wrong kind) name `filter`.
+    pub fn admit(&self, filter: &Filter) -> Result<Admit> {
+        let deleted = self.tombstones().current();
+        if filter.is_empty() {
+            return Ok(if deleted.is_empty() {
+                Admit::All
+            } else {
+                Admit::Except(deleted)
+            });
+        }
+        let mut allowed = match &filter.include {
+            Some(ids) => ids.iter().filter_map(|id| self.doc_by_id(id)).collect(),
+            None => {
+                let mut all = RoaringBitmap::new();
+                all.insert_range(0..self.doc_count() as u32);
+                all
+            }
+        };
+        if let Some(docs) = &filter.include_docs {
+            allowed &= docs.as_ref();
+        }
+        if let Some(expr) = &filter.expr {
+            let attributes = self.attributes().ok_or_else(|| {
+                Error::invalid(
+                    "filter",
+                    "this index has no attributes (build it from documents with an `attrs` field)",
+                )
+            })?;
+            allowed &= attributes.eval(expr)?;
+        }
+        for id in &filter.exclude {
+            if let Some(doc) = self.doc_by_id(id) {
+                allowed.remove(doc);
+            }
+        }
+        allowed -= deleted.as_ref();
+        Ok(Admit::Only(allowed))
+    }
+}
