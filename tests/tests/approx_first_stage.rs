@@ -1,9 +1,11 @@
 //! The approximate first stage against the exact one: its scores are real sparse scores, it
 //! equals exact search when nothing is pruned, and the server exposes its knobs.
 
+use std::sync::Arc;
 use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
 use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
+use tandem_engine::filter::Filter;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, Query};
 use tandem_proto::v1::FirstStage as WireFirstStage;
@@ -99,6 +101,51 @@ fn approximate_scores_are_real_sparse_scores() {
         accuracy > 0.5,
         "default knobs find only {accuracy:.3} of the exact top 10"
     );
+}
+
+#[test]
+fn an_answer_does_not_depend_on_the_queries_run_before_it() {
+    // Query buffers are reused per thread: a query's answer must be the one a fresh thread
+    // computes, also after filtered queries (whose refused documents were touched too).
+    let synth = synthetic_index_with(3000, 30, 8, 13, Some(ApproxSettings::default())).unwrap();
+    let index = Index::open(&synth.index).unwrap();
+    let queries = queries(&index, &synth.corpus);
+    let stage = index.default_first_stage();
+    let fresh: Vec<Vec<(u32, f32)>> = queries
+        .iter()
+        .map(|q| {
+            std::thread::scope(|s| {
+                s.spawn(|| index.first_stage(q, 20, &stage).unwrap())
+                    .join()
+                    .unwrap()
+            })
+            .iter()
+            .map(|h| (h.id, h.score))
+            .collect()
+        })
+        .collect();
+    // Half the documents admitted: above the fraction scored directly, so the pruned lists are
+    // walked and the refused documents' partial scores must be cleared like the others.
+    let even: roaring::RoaringBitmap = (0..3000).step_by(2).collect();
+    let filter = Filter {
+        include_docs: Some(Arc::new(even)),
+        ..Filter::default()
+    };
+    for (i, query) in queries.iter().enumerate() {
+        let filtered = Query {
+            filter: filter.clone(),
+            ..query.clone()
+        };
+        let admitted = index.first_stage(&filtered, 20, &stage).unwrap();
+        assert!(admitted.iter().all(|h| h.id % 2 == 0), "query {i}");
+        let again: Vec<(u32, f32)> = index
+            .first_stage(query, 20, &stage)
+            .unwrap()
+            .iter()
+            .map(|h| (h.id, h.score))
+            .collect();
+        assert_eq!(again, fresh[i], "query {i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,20 +14,17 @@
 //!
 //! Seismic (Bruch, Nardini, Rulli, Venturini, SIGIR 2024) prunes the same way but groups each
 //! list into blocks with summaries, to skip blocks; an earlier version of this module did so too
-//! and lost to plain accumulation over the pruned lists, which costs about a nanosecond per
+//! and lost to plain accumulation over the pruned lists, which costs about two nanoseconds per
 //! posting, while a summary bound costs about as much per block entry and misses documents.
 //! With `query_cut` ≥ the query's terms, `n_postings` ≥ the longest list and `rescore` ≥ the
 //! documents matched, the result is the exact search's (up to float summation order).
 
 pub mod build;
+mod search;
 
 use crate::error::{Error, Result};
-use crate::filter::Admit;
 use crate::format::array::ArrayFile;
-use crate::topk::{Scored, TopK};
-use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 use std::path::Path;
 
 /// Build-time parameters of the approximate first stage.
@@ -77,8 +74,8 @@ pub struct ApproxQueryParams {
 impl Default for ApproxQueryParams {
     fn default() -> Self {
         ApproxQueryParams {
-            query_cut: 32,
-            rescore: 100,
+            query_cut: 20,
+            rescore: 200,
         }
     }
 }
@@ -130,24 +127,7 @@ pub struct ApproxIndex {
     impact_offsets: ArrayFile<u64>,
     impact_docs: ArrayFile<u32>,
     impact_weights: ArrayFile<f32>,
-    vocab_size: usize,
     doc_count: usize,
-}
-
-/// Per-thread buffers reused across queries: the query as a dense vector, a partial score per
-/// document, valid when the document's stamp equals the query's generation, and the documents
-/// touched by this query.
-#[derive(Default)]
-struct Scratch {
-    dense: Vec<f32>,
-    partial: Vec<f32>,
-    stamps: Vec<u32>,
-    generation: u32,
-    touched: Vec<u32>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 fn check_offsets(path: &Path, offsets: &[u64], len: usize, total: usize, what: &str) -> Result<()> {
@@ -182,10 +162,15 @@ impl ApproxIndex {
             impact_offsets: open(dir, files::IMPACT_OFFSETS)?,
             impact_docs: open(dir, files::IMPACT_DOCS)?,
             impact_weights: open(dir, files::IMPACT_WEIGHTS)?,
-            vocab_size,
             doc_count,
         };
         let path = |name: &str| dir.join(name);
+        if vocab_size > search::TERM_IDS {
+            return Err(Error::corrupt(
+                path(files::FORWARD_TERMS),
+                format!("a vocabulary of {vocab_size} terms does not fit its 16-bit term ids"),
+            ));
+        }
         let forward = index.forward_terms.len();
         check_offsets(
             &path(files::FORWARD_OFFSETS),
@@ -250,163 +235,5 @@ impl ApproxIndex {
     /// Postings kept over all terms.
     pub fn pruned_postings(&self) -> usize {
         self.impact_docs.len()
-    }
-
-    fn range(offsets: &[u64], i: usize) -> std::ops::Range<usize> {
-        offsets[i] as usize..offsets[i + 1] as usize
-    }
-
-    /// The approximate top `kappa` admitted documents for `query` (distinct term ids below the
-    /// vocabulary size, finite weights ≥ 0), best first (ties by document order), with their
-    /// exact sparse scores. Documents `admit` refuses never become candidates: they are dropped
-    /// before the best partial scores are chosen, so they take no rescoring slot.
-    pub fn search(
-        &self,
-        query: &[(u32, f32)],
-        kappa: usize,
-        params: &ApproxQueryParams,
-        admit: &Admit,
-    ) -> Vec<Scored> {
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            self.search_with(&mut scratch, query, kappa, params, admit)
-        })
-    }
-
-    /// The exact top `kappa` of `docs` for `query`: every document of the set scored through the
-    /// forward index (the plan for a small admitted set, cheaper than walking blocks that hold
-    /// few admitted documents). Documents sharing no term with the query are not returned.
-    pub fn search_within(
-        &self,
-        query: &[(u32, f32)],
-        kappa: usize,
-        docs: &RoaringBitmap,
-    ) -> Vec<Scored> {
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            if scratch.dense.len() != self.vocab_size {
-                scratch.dense = vec![0.0; self.vocab_size];
-            }
-            for &(term, weight) in query {
-                scratch.dense[term as usize] = weight;
-            }
-            let mut top = TopK::new(kappa);
-            for doc in docs.iter().filter(|&d| (d as usize) < self.doc_count) {
-                if let Some(score) = self.score_matched(&scratch.dense, doc) {
-                    top.push(Scored { id: doc, score });
-                }
-            }
-            for &(term, _) in query {
-                scratch.dense[term as usize] = 0.0;
-            }
-            top.into_sorted_vec()
-        })
-    }
-
-    fn search_with(
-        &self,
-        scratch: &mut Scratch,
-        query: &[(u32, f32)],
-        kappa: usize,
-        params: &ApproxQueryParams,
-        admit: &Admit,
-    ) -> Vec<Scored> {
-        if scratch.dense.len() != self.vocab_size {
-            scratch.dense = vec![0.0; self.vocab_size];
-        }
-        if scratch.stamps.len() != self.doc_count {
-            scratch.partial = vec![0.0; self.doc_count];
-            scratch.stamps = vec![0; self.doc_count];
-            scratch.generation = 0;
-        }
-        scratch.generation = scratch.generation.wrapping_add(1);
-        if scratch.generation == 0 {
-            scratch.stamps.fill(0);
-            scratch.generation = 1;
-        }
-        let Scratch {
-            dense,
-            partial,
-            stamps,
-            generation,
-            touched,
-        } = scratch;
-        let generation = *generation;
-        touched.clear();
-
-        // 1. Partial scores over the pruned lists of the heaviest query terms.
-        let mut walked: Vec<(u32, f32)> = query.iter().copied().filter(|t| t.1 > 0.0).collect();
-        walked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        walked.truncate(params.query_cut);
-        let offsets = self.impact_offsets.as_slice();
-        for &(term, q_weight) in &walked {
-            let range = Self::range(offsets, term as usize);
-            let docs = &self.impact_docs.as_slice()[range.clone()];
-            let weights = &self.impact_weights.as_slice()[range];
-            for (&doc, &weight) in docs.iter().zip(weights) {
-                let d = doc as usize;
-                if stamps[d] != generation {
-                    stamps[d] = generation;
-                    partial[d] = 0.0;
-                    touched.push(doc);
-                }
-                partial[d] += q_weight * weight;
-            }
-        }
-
-        // 2. The best partial scores, rescored exactly against the whole query.
-        let mut candidates: Vec<(f32, u32)> = touched
-            .iter()
-            .filter(|&&d| admit.admits(d))
-            .map(|&d| (partial[d as usize], d))
-            .collect();
-        let depth = params.rescore.max(kappa);
-        if candidates.len() > depth {
-            candidates
-                .select_nth_unstable_by(depth - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            candidates.truncate(depth);
-        }
-        for &(term, weight) in query {
-            dense[term as usize] = weight;
-        }
-        let mut top = TopK::new(kappa);
-        for &(_, doc) in &candidates {
-            top.push(Scored {
-                id: doc,
-                score: self.score(dense, doc),
-            });
-        }
-        for &(term, _) in query {
-            dense[term as usize] = 0.0;
-        }
-        top.into_sorted_vec()
-    }
-
-    /// The exact sparse score of `doc` against the dense query, or `None` when they share no
-    /// term of positive weight.
-    fn score_matched(&self, dense: &[f32], doc: u32) -> Option<f32> {
-        let range = Self::range(self.forward_offsets.as_slice(), doc as usize);
-        let terms = &self.forward_terms.as_slice()[range.clone()];
-        let weights = &self.forward_weights.as_slice()[range];
-        let mut matched = false;
-        let mut score = 0f32;
-        for (&t, &w) in terms.iter().zip(weights) {
-            let q = dense[t as usize];
-            matched |= q > 0.0;
-            score += q * w;
-        }
-        matched.then_some(score)
-    }
-
-    /// The exact sparse score of `doc` against the dense query.
-    fn score(&self, dense: &[f32], doc: u32) -> f32 {
-        let range = Self::range(self.forward_offsets.as_slice(), doc as usize);
-        let terms = &self.forward_terms.as_slice()[range.clone()];
-        let weights = &self.forward_weights.as_slice()[range];
-        terms
-            .iter()
-            .zip(weights)
-            .map(|(&t, &w)| dense[t as usize] * w)
-            .sum()
     }
 }
