@@ -1,5 +1,5 @@
-//! Read-only memory maps of index files: the one place the engine creates a mapping or
-//! advises the kernel about one.
+//! Read-only memory maps of index files: the one place the engine creates a mapping, advises the
+//! kernel about one, or asks the CPU to prefetch cache lines.
 
 use crate::error::{Error, Result};
 use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
