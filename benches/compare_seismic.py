@@ -43,8 +43,9 @@ What is measured
     `cpu_over_wall` key for its timed phase (otherwise it runs once; the whole child process's
     CPU/wall share is recorded as a rough check).
   * tandem latency: `tandem-bench first-stage --index DIR --queries Q --k 10 --threads 1
-    --json FILE --query-cut N --heap-factor F` per grid point; its JSON gives mean_us, p50_us,
-    p99_us and accuracy_at_10.
+    --json FILE --passes R --query-cut N --rescore M` per grid point (R = --repeats, so both
+    sides time as many passes, after one warm-up pass each); its JSON gives mean_us, p50_us,
+    p99_us (over all timed calls) and accuracy_at_10.
   * For each target accuracy, each side's fastest configuration (by mean latency) whose
     accuracy@10 >= target, and the ratio tandem mean / Seismic mean.
 
@@ -503,7 +504,8 @@ def tandem_sweep(args, grid, pin):
         fd, out_json = tempfile.mkstemp(prefix="tandem-first-stage-", suffix=".json", dir=args.work_dir)
         os.close(fd)
         cmd = [args.tandem_bench, "first-stage", "--index", args.tandem_index,
-               "--queries", args.queries, "--k", str(K), "--threads", "1", "--exact-ground-truth", "--json", out_json]
+               "--queries", args.queries, "--k", str(K), "--threads", "1", "--exact-ground-truth", "--json", out_json,
+               "--passes", str(args.repeats)]
         for axis, value in p.items():
             cmd += [TANDEM_FLAGS[axis], str(value)]
         cmd += args.tandem_extra_args

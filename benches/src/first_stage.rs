@@ -2,10 +2,11 @@
 //!
 //! Queries are loaded from a JSONL file and resolved through the index vocabulary (unknown
 //! tokens dropped, terms in id order as the server sends them). Each query runs the chosen first
-//! stage for `kappa` candidates; its latency is the wall time of that call alone (warm-up pass
-//! first). With `--exact-ground-truth`, the exact first stage runs on every query too, timed the
-//! same way, and accuracy@10 / accuracy@κ are the shares of the exact top-10 / top-κ that the
-//! measured stage returns, averaged over queries with a non-empty exact answer.
+//! stage for `kappa` candidates; its latency is the wall time of that call alone (a warm-up pass
+//! first, then `--passes` timed passes). With `--exact-ground-truth`, the exact first stage runs
+//! on every query too (one timed pass), and accuracy@10 / accuracy@κ are the shares of the exact
+//! top-10 / top-κ that the measured stage returns, averaged over queries with a non-empty exact
+//! answer.
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -44,6 +45,10 @@ pub struct FirstStageArgs {
     /// Approximate: documents rescored exactly (default: the index's).
     #[arg(long)]
     pub rescore: Option<usize>,
+    /// Timed passes over the queries after the warm-up pass; latencies are summarised over all
+    /// of them (more passes smooth out a noisy machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub passes: u32,
     /// Also run the exact first stage and report accuracy against it (and its latency).
     #[arg(long)]
     pub exact_ground_truth: bool,
@@ -80,13 +85,15 @@ impl Latency {
     }
 }
 
-/// Runs every query through `stage`, returning the ranked document ids and per-query nanoseconds.
+/// Runs every query through `stage` once to warm up, then `passes` timed times, returning the
+/// ranked document ids (of the last pass) and the nanoseconds of every timed query.
 fn run(
     index: &Index,
     queries: &[Query],
     kappa: usize,
     stage: &FirstStage,
     pool: &rayon::ThreadPool,
+    passes: u32,
 ) -> anyhow::Result<(Vec<Vec<u32>>, Vec<u64>)> {
     let once = || -> anyhow::Result<Vec<(Vec<u32>, u64)>> {
         pool.install(|| {
@@ -102,8 +109,14 @@ fn run(
         })
     };
     once()?; // warm-up: page in the index, size the per-thread buffers
-    let (ids, nanos) = once()?.into_iter().unzip();
-    Ok((ids, nanos))
+    let mut all_nanos = Vec::with_capacity(queries.len() * passes as usize);
+    let mut ids = Vec::new();
+    for _ in 0..passes {
+        let (pass_ids, nanos): (Vec<Vec<u32>>, Vec<u64>) = once()?.into_iter().unzip();
+        all_nanos.extend(nanos);
+        ids = pass_ids;
+    }
+    Ok((ids, all_nanos))
 }
 
 fn overlap(found: &[u32], truth: &[u32], depth: usize) -> Option<f64> {
@@ -165,7 +178,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.max(1))
         .build()?;
-    let (found, nanos) = run(&index, &queries, kappa, &stage, &pool)?;
+    let (found, nanos) = run(&index, &queries, kappa, &stage, &pool, args.passes)?;
     let latency = Latency::of(nanos);
     let mut report = json!({
         "index": args.index.display().to_string(),
@@ -173,6 +186,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
         "k": args.k,
         "kappa": kappa,
         "threads": args.threads,
+        "passes": args.passes,
         "first_stage": match stage {
             FirstStage::Exact => json!({"kind": "exact"}),
             FirstStage::Approx(p) => json!({"kind": "approx", "query_cut": p.query_cut, "rescore": p.rescore}),
@@ -191,7 +205,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
         latency.p99_us
     );
     if args.exact_ground_truth {
-        let (truth, exact_nanos) = run(&index, &queries, kappa, &FirstStage::Exact, &pool)?;
+        let (truth, exact_nanos) = run(&index, &queries, kappa, &FirstStage::Exact, &pool, 1)?;
         let exact = Latency::of(exact_nanos);
         let at_k = mean(
             found
