@@ -66,7 +66,7 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Buffers of [`best_partial`], sized ahead (only their first entries are meaningful).
+/// Buffers of [`best_partial`].
 #[derive(Default)]
 struct KeyBuffers {
     /// Every admitted touched document's key.
@@ -77,17 +77,18 @@ struct KeyBuffers {
     sample: Vec<u64>,
 }
 
-/// Every [`SAMPLE_STRIDE`]-th touched document is sampled to choose the selection threshold.
+/// One touched document in [`SAMPLE_STRIDE`] is sampled to choose the selection threshold.
 const SAMPLE_STRIDE: usize = 16;
 
 /// Reads back and zeroes the partial score of every touched document and returns the keys of
 /// the best `depth` admitted ones (all of them if there are fewer), in no particular order.
 ///
-/// Selecting ~100 of ~20,000 keys directly costs ~1 ns per key; instead a threshold is taken
-/// from a sample of the touched documents (the key ranked `2 · depth / SAMPLE_STRIDE + 8` in a
-/// sample of one in [`SAMPLE_STRIDE`], about twice as low as needed) and the selection runs on
-/// the keys at or above it, a few hundred. When fewer than `depth` keys pass (a filter refused
-/// most of the sampled documents, or the sample was unlucky), it runs on all the keys.
+/// Selecting ~200 of ~20,000 keys directly costs ~1 ns per key; instead a threshold is taken
+/// from a sample of the touched documents (in a sample of one in [`SAMPLE_STRIDE`], the key
+/// ranked `2 · depth / SAMPLE_STRIDE + 8`, about twice as low as needed), the pass that zeroes
+/// the slots also keeps the keys at or above it (a few hundred), and the selection runs on
+/// those. When fewer than `depth` pass (an unlucky sample, or a filter that refuses most of the
+/// sampled documents), it runs on all the admitted keys.
 fn best_partial<'k>(
     touched: &[u32],
     partial: &mut [f32],
@@ -96,7 +97,7 @@ fn best_partial<'k>(
     buffers: &'k mut KeyBuffers,
 ) -> &'k [u64] {
     let KeyBuffers { all, above, sample } = buffers;
-    let mut threshold = 0;
+    let mut threshold = u64::MAX;
     if touched.len() > depth.saturating_mul(8) {
         sample.clear();
         sample.extend(
@@ -112,24 +113,22 @@ fn best_partial<'k>(
             threshold = sample[cut];
         }
     }
-    if all.len() < touched.len() {
-        all.resize(touched.len(), 0);
-        above.resize(touched.len(), 0);
-    }
-    let (mut n, mut m) = (0, 0);
+    all.clear();
+    above.clear();
     for &d in touched {
+        // Every slot is zeroed, refused documents' too.
         let k = key(std::mem::take(&mut partial[d as usize]), d);
-        let admitted = admits(d);
-        // Written always, kept only when they qualify: no branch to mispredict.
-        all[n] = k;
-        n += usize::from(admitted);
-        above[m] = k;
-        m += usize::from(admitted && k >= threshold);
+        if admits(d) {
+            all.push(k);
+            if k >= threshold {
+                above.push(k);
+            }
+        }
     }
-    let pool = if m >= depth {
-        &mut above[..m]
+    let pool = if above.len() >= depth {
+        &mut above[..]
     } else {
-        &mut all[..n]
+        &mut all[..]
     };
     if pool.len() > depth {
         let cut = pool.len() - depth;
@@ -405,18 +404,41 @@ mod tests {
     }
 
     #[test]
+    fn best_partial_falls_back_to_all_keys_after_an_unlucky_sample() {
+        // Every sampled key (one in SAMPLE_STRIDE, from the first) is far above the others, so
+        // the threshold lets fewer than `depth` keys through: the selection must then run on
+        // all of them.
+        let docs = 20_000u32;
+        let mut partial: Vec<f32> = (0..docs)
+            .map(|d| {
+                if (d as usize).is_multiple_of(SAMPLE_STRIDE) {
+                    1_000.0 + d as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let scores = partial.clone();
+        let touched: Vec<u32> = (0..docs).collect();
+        let mut buffers = KeyBuffers::default();
+        let mut found = best_partial(&touched, &mut partial, |_| true, 100, &mut buffers).to_vec();
+        found.sort_unstable();
+        assert_eq!(found, best_by_sorting(&scores, |_| true, 100));
+    }
+
+    #[test]
     fn best_partial_falls_back_when_the_filter_refuses_the_sampled_best() {
-        // The filter admits only the lowest-scoring documents: the sampled threshold lets none
-        // of them through, so the selection must run on all admitted keys.
+        // The filter admits only the lowest-scoring documents: the threshold sampled from all
+        // touched documents lets none of them through.
         let docs = 20_000u32;
         let mut partial: Vec<f32> = (0..docs).map(|d| 1.0 + d as f32).collect();
         let touched: Vec<u32> = (0..docs).collect();
-        let admits = |d: u32| d < 500;
         let mut buffers = KeyBuffers::default();
-        let mut found: Vec<u32> = best_partial(&touched, &mut partial, admits, 100, &mut buffers)
-            .iter()
-            .map(|&k| doc_of(k))
-            .collect();
+        let mut found: Vec<u32> =
+            best_partial(&touched, &mut partial, |d| d < 500, 100, &mut buffers)
+                .iter()
+                .map(|&k| doc_of(k))
+                .collect();
         found.sort_unstable();
         assert_eq!(found, (400..500).collect::<Vec<u32>>());
     }
