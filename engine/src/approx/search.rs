@@ -87,8 +87,7 @@ const SAMPLE_STRIDE: usize = 16;
 /// from a sample of the touched documents (in a sample of one in [`SAMPLE_STRIDE`], the key
 /// ranked `2 · depth / SAMPLE_STRIDE + 8`, about twice as low as needed), the pass that zeroes
 /// the slots also keeps the keys at or above it (a few hundred), and the selection runs on
-/// those. When fewer than `depth` pass (an unlucky sample, or a filter that refuses most of the
-/// sampled documents), it runs on all the admitted keys.
+/// those. When fewer than `depth` pass (an unlucky sample), it runs on all the admitted keys.
 fn best_partial<'k>(
     touched: &[u32],
     partial: &mut [f32],
@@ -99,14 +98,17 @@ fn best_partial<'k>(
     let KeyBuffers { all, above, sample } = buffers;
     let mut threshold = u64::MAX;
     if touched.len() > depth.saturating_mul(8) {
+        // Only admitted documents enter the sample, but `want` counts every sampled one: the
+        // threshold then estimates the depth-th best admitted key, whatever the filter refuses.
         sample.clear();
-        sample.extend(
-            touched
-                .iter()
-                .step_by(SAMPLE_STRIDE)
-                .map(|&d| key(partial[d as usize], d)),
-        );
-        let want = 2 * (sample.len() * depth).div_ceil(touched.len()) + 8;
+        let mut sampled = 0;
+        for &d in touched.iter().step_by(SAMPLE_STRIDE) {
+            sampled += 1;
+            if admits(d) {
+                sample.push(key(partial[d as usize], d));
+            }
+        }
+        let want = 2 * (sampled * depth).div_ceil(touched.len()) + 8;
         if want < sample.len() {
             let cut = sample.len() - want;
             sample.select_nth_unstable(cut);
@@ -427,9 +429,9 @@ mod tests {
     }
 
     #[test]
-    fn best_partial_falls_back_when_the_filter_refuses_the_sampled_best() {
-        // The filter admits only the lowest-scoring documents: the threshold sampled from all
-        // touched documents lets none of them through.
+    fn best_partial_under_a_filter_that_refuses_the_best() {
+        // The filter admits only the lowest-scoring documents: the threshold must come from
+        // them, not from the refused documents above them.
         let docs = 20_000u32;
         let mut partial: Vec<f32> = (0..docs).map(|d| 1.0 + d as f32).collect();
         let touched: Vec<u32> = (0..docs).collect();
