@@ -321,24 +321,24 @@ impl ApproxIndex {
         // Two stages ahead: the offsets of the documents 2 · PREFETCH_AHEAD places on (one
         // line each, they are scattered too), then the rows of those PREFETCH_AHEAD places on,
         // whose offsets are in the cache by then.
-        let mut far = docs.clone();
-        for doc in far.by_ref().take(2 * PREFETCH_AHEAD) {
-            prefetch_lines(&offsets[doc as usize..doc as usize + 2]);
-        }
-        let mut near = docs.clone();
-        for doc in near.by_ref().take(PREFETCH_AHEAD) {
+        let prefetch_offsets = |doc: u32| prefetch_lines(&offsets[doc as usize..doc as usize + 2]);
+        let prefetch_row = |doc: u32| {
             let range = row(doc);
             prefetch_lines(&terms[range.clone()]);
             prefetch_lines(&weights[range]);
-        }
+        };
+        let mut far = docs.clone();
+        far.by_ref()
+            .take(2 * PREFETCH_AHEAD)
+            .for_each(prefetch_offsets);
+        let mut near = docs.clone();
+        near.by_ref().take(PREFETCH_AHEAD).for_each(prefetch_row);
         for doc in docs {
-            if let Some(next) = far.next() {
-                prefetch_lines(&offsets[next as usize..next as usize + 2]);
+            if let Some(ahead) = far.next() {
+                prefetch_offsets(ahead);
             }
-            if let Some(next) = near.next() {
-                let range = row(next);
-                prefetch_lines(&terms[range.clone()]);
-                prefetch_lines(&weights[range]);
+            if let Some(ahead) = near.next() {
+                prefetch_row(ahead);
             }
             let range = row(doc);
             f(doc, dot(dense, &terms[range.clone()], &weights[range]));
