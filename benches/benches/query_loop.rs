@@ -3,12 +3,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
+use tandem_data::jsonl::parse_all;
+use tandem_data::npy::{row_offsets, NpyArray};
+use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
-use tandem_engine::jsonl::parse_all;
-use tandem_engine::npy::{row_offsets, NpyArray};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::synth::{generate, SynthConfig};
 use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
 
 fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
@@ -54,7 +54,9 @@ fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
             let (terms, _) =
                 index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
             let mut values = Vec::new();
-            vectors.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
+            vectors
+                .rows_f32(range[0] as usize..range[1] as usize, None, &mut values)
+                .expect("query vectors");
             Query {
                 terms,
                 vectors: Some(QueryVectors { values, dim: 128 }),

@@ -1,11 +1,11 @@
 //! The `tandem-bench` command line.
 
-use crate::trec_eval::{evaluate, Qrels, Run};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use tandem_engine::synth::{generate, SynthConfig};
+use tandem_data::synth::{generate, SynthConfig};
+use tandem_eval::{evaluate, Qrels, Run};
 
 /// Benchmarks and evaluation for tandem.
 #[derive(Debug, Parser)]

@@ -17,7 +17,6 @@
 //! and the IDF table is derived from it (as `tandem-index weight-table` does).
 
 use crate::first_stage::Latency;
-use crate::trec_eval::{evaluate, Qrels, Run};
 use anyhow::Context;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -29,6 +28,7 @@ use tandem_engine::encoders::{
     MlmSparseEncoder, Projection, TableSparseEncoder, TextTokenizer, TokenVectorEncoder,
 };
 use tandem_engine::Index;
+use tandem_eval::{evaluate, Qrels, Run};
 use tandem_proto::v1::SearchResponse;
 use tandem_server::config::ServeOptions;
 use tandem_server::encode::{EncoderSettings, DEFAULT_MAX_TOKENS};

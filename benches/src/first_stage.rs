@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
+use tandem_data::jsonl::parse_all;
 use tandem_engine::approx::ApproxQueryParams;
-use tandem_engine::jsonl::parse_all;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, Query, Verify};
 

@@ -10,7 +10,6 @@
 //! the checked weight).
 
 use crate::plot::{write_png, LineChart, Series};
-use crate::trec_eval::{Metrics, Qrels};
 use crate::workload::{load_queries, measure, QueryFiles};
 use anyhow::Context;
 use rand::seq::SliceRandom;
@@ -21,6 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tandem_engine::pipeline::{parse_off, FirstStage};
 use tandem_engine::{Fusion, FusionMethod, Index, SearchParams, Verify};
+use tandem_eval::{Metrics, Qrels};
 
 /// Arguments of `tandem-bench fusion`.
 #[derive(Debug, clap::Args)]
@@ -452,7 +452,7 @@ pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trec_eval::QueryMetrics;
+    use tandem_eval::QueryMetrics;
 
     fn metrics(ndcg: &[f64]) -> Metrics {
         let per_query: Vec<QueryMetrics> = ndcg

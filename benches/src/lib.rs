@@ -1,4 +1,4 @@
-//! `tandem-bench`: scores runs against relevance judgments ([`trec_eval`]), generates synthetic
+//! `tandem-bench`: scores runs against relevance judgments (with `tandem-eval`), generates synthetic
 //! corpora, and (in later work) drives load and quality benchmarks. The command line is defined
 //! in [`cli`] so tests run the same code as the binary.
 
@@ -14,5 +14,4 @@ pub mod plot;
 pub mod rerank;
 pub mod sweep;
 pub mod token_gather;
-pub mod trec_eval;
 pub mod workload;

@@ -8,13 +8,13 @@
 //! unlike a time they do not depend on the machine or its load), one colour per κ.
 
 use crate::plot::{write_png, LineChart, Series};
-use crate::trec_eval::Qrels;
 use crate::workload::{load_queries, measure, QueryFiles};
 use anyhow::Context;
 use serde_json::json;
 use std::path::PathBuf;
 use tandem_engine::pipeline::{parse_off, FirstStage};
 use tandem_engine::{Fusion, FusionMethod, Index, SearchParams, Verify};
+use tandem_eval::Qrels;
 
 /// Arguments of `tandem-bench sweep`.
 #[derive(Debug, clap::Args)]

@@ -24,7 +24,6 @@
 //! construction settings reload it instead of building it again.
 
 use crate::first_stage::{peak_rss_bytes, Latency};
-use crate::trec_eval::{evaluate, Metrics, Qrels, Run};
 use crate::workload::{load_queries, QueryFiles};
 use anyhow::{ensure, Context};
 use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
@@ -32,10 +31,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tandem_data::npy::NpyArray;
 use tandem_engine::maxsim::MaxSimScorer;
-use tandem_engine::npy::NpyArray;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Fusion, Index, Limits, Query, SearchParams, Verify};
+use tandem_eval::{evaluate, Metrics, Qrels, Run};
 
 /// Arguments of `tandem-bench token-gather`.
 #[derive(Debug, clap::Args)]
@@ -245,7 +245,7 @@ pub fn unit_rows(path: &Path, rows: usize, dim: usize) -> anyhow::Result<Vec<f32
         path.display()
     );
     let mut values = Vec::new();
-    matrix.rows_f32(0..rows, None, &mut values);
+    matrix.rows_f32(0..rows, None, &mut values)?;
     ensure!(
         values.iter().all(|v| v.is_finite()),
         "{}: values must be finite float32, float16 or int8",
@@ -706,8 +706,8 @@ mod tests {
     use super::*;
     use crate::cli::{run, Cli};
     use clap::Parser;
+    use tandem_data::synth::{generate, SynthConfig};
     use tandem_engine::build::{build_index, BuildConfig, NoProgress};
-    use tandem_engine::synth::{generate, SynthConfig};
     use tandem_engine::tokens::Codec;
 
     /// A small synthetic corpus (float16 token vectors) and its exact-only index, in a
@@ -801,7 +801,8 @@ mod tests {
         let mut raw = Vec::new();
         NpyArray::open(&vectors_path)
             .unwrap()
-            .rows_f32(0..tokens, None, &mut raw);
+            .rows_f32(0..tokens, None, &mut raw)
+            .unwrap();
         let mut doc_rows = vec![Vec::new(); docs];
         for (row, &doc) in raw.chunks_exact(dim).zip(&doc_of_row) {
             doc_rows[doc as usize].extend_from_slice(row);

@@ -1,11 +1,11 @@
 //! Query files shared by the benchmarks: an index, its queries (JSONL) and their token vectors.
 
-use crate::trec_eval::{evaluate, Metrics, Qrels, Run};
 use anyhow::Context;
 use std::path::PathBuf;
-use tandem_engine::jsonl::parse_all;
-use tandem_engine::npy::{row_offsets, NpyArray};
+use tandem_data::jsonl::parse_all;
+use tandem_data::npy::{row_offsets, NpyArray};
 use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_eval::{evaluate, Metrics, Qrels, Run};
 
 /// The index and query files a benchmark runs over.
 #[derive(Debug, clap::Args)]
@@ -47,22 +47,22 @@ pub fn load_queries(files: &QueryFiles, index: &Index) -> anyhow::Result<Vec<(St
         records.len()
     );
     let offsets = row_offsets(&lens, &files.query_lens)?;
-    Ok(records
+    records
         .iter()
         .zip(offsets.windows(2))
         .map(|(record, range)| {
             let (terms, _) =
                 index.resolve_terms(record.terms.iter().map(|(t, w)| (t.as_str(), *w)));
             let mut values = Vec::new();
-            matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
+            matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values)?;
             let query = Query {
                 terms,
                 vectors: Some(QueryVectors { values, dim }),
                 filter: Default::default(),
             };
-            (record.id.clone(), query)
+            Ok((record.id.clone(), query))
         })
-        .collect())
+        .collect()
 }
 
 /// The quality and rerank work of one pipeline configuration over a query set.

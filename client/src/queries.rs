@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context};
 use std::path::Path;
-use tandem_engine::jsonl::{parse_all, SparseRecord};
-use tandem_engine::npy::{row_offsets, NpyArray, NpyDType};
+use tandem_data::jsonl::{parse_all, SparseRecord};
+use tandem_data::npy::{row_offsets, NpyArray, NpyDType};
 use tandem_proto::v1::{FirstStage, FusionMethod, Query, Rerank, SearchRequest, TokenVectors};
 
 /// Loaded queries, in file order.
@@ -208,7 +208,7 @@ fn load_vectors(
     let mut per_query = Vec::with_capacity(queries);
     for range in offsets.windows(2) {
         let mut values = Vec::new();
-        matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values);
+        matrix.rows_f32(range[0] as usize..range[1] as usize, None, &mut values)?;
         per_query.push(values);
     }
     Ok((per_query, dim))

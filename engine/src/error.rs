@@ -52,14 +52,14 @@ pub enum Error {
         /// What failed.
         message: String,
     },
-    /// An I/O operation failed.
-    #[error("{}: {source}", path.display())]
+    /// An I/O operation failed. The OS error is part of the message, not a `source`, so an
+    /// error chain prints it once.
+    #[error("{}: {}", path.display(), describe_io(error))]
     Io {
         /// The file the operation was on.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -92,10 +92,10 @@ impl Error {
     }
 
     /// Wraps an I/O error with the path it happened on.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
@@ -108,6 +108,32 @@ impl Error {
                 message,
             },
             other => other,
+        }
+    }
+}
+
+/// An I/O error in words: a missing file "does not exist", others as the OS says.
+fn describe_io(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        _ => error.to_string(),
+    }
+}
+
+impl From<tandem_data::Error> for Error {
+    fn from(error: tandem_data::Error) -> Self {
+        match error {
+            tandem_data::Error::BadInput { location, message } => {
+                Error::BadInput { location, message }
+            }
+            tandem_data::Error::Io {
+                path,
+                message,
+                kind,
+            } => Error::Io {
+                path,
+                error: std::io::Error::new(kind, message),
+            },
         }
     }
 }

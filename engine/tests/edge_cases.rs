@@ -1,7 +1,7 @@
 //! Edge cases of the query path on a tiny hand-made index.
 
+use tandem_data::npy::{write_f32, write_u32};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
-use tandem_engine::npy::{write_f32, write_u32};
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
 

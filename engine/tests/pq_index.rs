@@ -2,8 +2,8 @@
 //! 17 and 40 tokens) load and score, and reranking ranks a document holding the query's own
 //! vectors first.
 
+use tandem_data::npy::{write_f32, write_u32};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
-use tandem_engine::npy::{write_f32, write_u32};
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::tokens::{Codec, DocData};
 use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};

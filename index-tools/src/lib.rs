@@ -7,6 +7,7 @@ mod progress;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
 use tandem_engine::build::{build_index, BuildConfig};
@@ -136,6 +137,16 @@ fn parse_scale(text: &str) -> Result<f32, String> {
     }
 }
 
+/// Whether `error` is a write to a standard output whose reader has gone (`tandem-index inspect
+/// | head`): the binary then exits quietly, as Unix tools do.
+pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Runs a parsed command line; the binary prints the error and exits non-zero.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -147,14 +158,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| dir.clone());
             let summary = compact(&dir, &out, force, &progress::Bar::new())
                 .with_context(|| format!("cannot compact {}", dir.display()))?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "compacted {} into {} in {:.1} s: {} documents kept, {} deleted dropped",
                 dir.display(),
                 summary.dir.display(),
                 summary.seconds,
                 summary.kept,
                 summary.dropped
-            );
+            )?;
             Ok(())
         }
     }
@@ -164,12 +176,13 @@ fn weight_table(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<
     let index = Index::open_with(dir, Verify::SkipChecksums)?;
     let table = tandem_engine::weight_table::idf_table(&index);
     tandem_engine::weight_table::write_json_table(out, &table)?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "wrote {}: IDF of {} terms over {} documents",
         out.display(),
         table.len(),
         index.doc_count()
-    );
+    )?;
     Ok(())
 }
 
@@ -197,7 +210,8 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let summary = build_index(&config, &progress::Bar::new())?;
     let m = &summary.manifest;
     let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
-    println!(
+    writeln!(
+                std::io::stdout(),
         "built {} in {:.1} s: {} documents, {} terms, {} postings, {} token vectors of dim {}, {:.1} MiB",
         summary.dir.display(),
         summary.seconds,
@@ -207,30 +221,41 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         m.token_count,
         m.dim,
         bytes as f64 / (1 << 20) as f64
-    );
+    )?;
     Ok(())
 }
 
 fn inspect(dir: &std::path::Path) -> anyhow::Result<()> {
     let manifest = Manifest::read(&dir.join(files::MANIFEST))?;
-    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&manifest)?
+    )?;
     let index = Index::open_with(dir, Verify::SkipChecksums)?;
     let docs = index.doc_count().max(1) as f64;
-    println!("stats:");
-    println!(
+    writeln!(std::io::stdout(), "stats:")?;
+    writeln!(
+        std::io::stdout(),
         "  postings per document  {:.1}",
         manifest.posting_count as f64 / docs
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "  tokens per document    {:.1}",
         manifest.token_count as f64 / docs
-    );
-    println!(
+    )?;
+    writeln!(
+        std::io::stdout(),
         "  token vector bytes     {} ({} per token)",
         index.tokens().vector_bytes(),
         index.tokens().vector_bytes() as u64 / manifest.token_count.max(1)
-    );
-    println!("  index size             {} bytes", index.size_bytes());
+    )?;
+    writeln!(
+        std::io::stdout(),
+        "  index size             {} bytes",
+        index.size_bytes()
+    )?;
     Ok(())
 }
 
@@ -238,15 +263,18 @@ fn verify(dir: &std::path::Path) -> anyhow::Result<()> {
     let index = Index::open_with(dir, Verify::Full)
         .with_context(|| format!("{} failed verification", dir.display()))?;
     for (name, entry) in &index.manifest().files {
-        println!(
+        writeln!(
+            std::io::stdout(),
             "ok  {name:<18} {:>14} bytes  xxh3 {}",
-            entry.bytes, entry.xxh3
-        );
+            entry.bytes,
+            entry.xxh3
+        )?;
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{}: {} files, checksums and invariants verified",
         dir.display(),
         index.manifest().files.len()
-    );
+    )?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tandem_engine::npy::{write_f32, write_i8, write_u32};
+use tandem_data::npy::{write_f32, write_i8, write_u32};
 use tandem_engine::{Index, Verify};
 
 const DIM: usize = 4;

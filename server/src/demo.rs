@@ -5,11 +5,13 @@
 
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use tandem_client::queries::{QueryKnobs, QuerySet};
-use tandem_client::TandemClient;
+use tandem_data::jsonl::parse_all;
+use tandem_data::npy::{row_offsets, NpyArray};
+use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::format::files;
-use tandem_engine::synth::{generate, SynthConfig};
+use tandem_proto::v1::search_client::SearchClient;
+use tandem_proto::v1::{Query, SearchRequest, TokenVectors};
 
 /// Input files of the demo corpus.
 #[derive(Debug, Clone)]
@@ -34,6 +36,21 @@ pub struct DemoCorpus {
     pub query_lens: PathBuf,
 }
 
+/// The synthetic demo corpus. A query is judged relevant to the documents of its topic, and a
+/// query whose topic drew no document is left out of `qrels.trec`; with 10,000 documents over
+/// the generator's 1,024 topics every one of the 20 queries has relevant documents (tested),
+/// so the query file and the qrels agree.
+fn synthetic_config() -> SynthConfig {
+    SynthConfig {
+        docs: 10_000,
+        queries: 20,
+        seed: 42,
+        dim: Some(64),
+        tokens_per_doc: 32,
+        query_tokens: 16,
+    }
+}
+
 /// Chooses the demo corpus: the scifact eval set at `evalset` if it exists, else a synthetic
 /// corpus generated (once) under `work_dir`.
 pub fn corpus(work_dir: &Path, evalset: &Path) -> anyhow::Result<DemoCorpus> {
@@ -55,15 +72,7 @@ pub fn corpus(work_dir: &Path, evalset: &Path) -> anyhow::Result<DemoCorpus> {
         tracing::info!(dir = %dir.display(), "generating a synthetic demo corpus");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let config = SynthConfig {
-            docs: 3000,
-            queries: 20,
-            seed: 42,
-            dim: Some(64),
-            tokens_per_doc: 32,
-            query_tokens: 16,
-        };
-        generate(&config, &dir, &|_| {})?;
+        generate(&synthetic_config(), &dir, &|_| {})?;
     }
     Ok(DemoCorpus {
         source: format!("a synthetic corpus in {}", dir.display()),
@@ -118,23 +127,42 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// Sends the first queries of the demo corpus to the server at `addr` and prints the answers,
-/// then how to run the whole query set with the CLI.
+/// Queries shown by the demo.
+const SHOWN: usize = 3;
+
+/// Sends the first queries of the demo corpus to the server at `addr` (plain gRPC through the
+/// generated client, as any user's program would) and prints the answers, then how to run the
+/// whole query set with the CLI.
 pub async fn show_queries(addr: &str, corpus: &DemoCorpus) -> anyhow::Result<()> {
-    let queries = QuerySet::load(
-        &corpus.queries,
-        Some(&corpus.query_vectors),
-        Some(&corpus.query_lens),
-    )?;
-    let mut client = TandemClient::connect(addr).await?;
-    let knobs = QueryKnobs {
-        k: Some(3),
-        ..QueryKnobs::default()
-    };
+    let text = std::fs::read_to_string(&corpus.queries)
+        .with_context(|| format!("cannot read {}", corpus.queries.display()))?;
+    let records = parse_all(&text, &corpus.queries.display().to_string())?;
+    let vectors = NpyArray::open(&corpus.query_vectors)?;
+    let (_, dim) = vectors.matrix_shape()?;
+    let lens = NpyArray::open(&corpus.query_lens)?.to_u64_vec()?;
+    let offsets = row_offsets(&lens, &corpus.query_lens)?;
+    let mut client = SearchClient::connect(addr.to_string())
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
     let mut shown = String::new();
-    for i in 0..queries.len().min(3) {
-        let record = &queries.records[i];
-        let reply = client.search(queries.request(i, &knobs)).await?;
+    for (record, range) in records.iter().zip(offsets.windows(2)).take(SHOWN) {
+        let mut values = Vec::new();
+        vectors.rows_f32(range[0] as usize..range[1] as usize, None, &mut values)?;
+        let request = SearchRequest {
+            query: Some(Query {
+                sparse_tokens: record.terms.iter().cloned().collect(),
+                vectors: Some(TokenVectors {
+                    dim: dim as u32,
+                    values,
+                    f16_le: Vec::new(),
+                }),
+                ..Query::default()
+            }),
+            k: Some(3),
+            query_id: record.id.clone(),
+            ..SearchRequest::default()
+        };
+        let reply = client.search(request).await?.into_inner();
         let title = record.text.as_deref().unwrap_or("(synthetic query)");
         shown.push_str(&format!("\n  query {} {title:?}\n", record.id));
         for hit in &reply.hits {
@@ -163,4 +191,30 @@ pub async fn show_queries(addr: &str, corpus: &DemoCorpus) -> anyhow::Result<()>
         corpus.query_lens.display(),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_synthetic_demo_query_is_judged() {
+        let work = tempfile::tempdir().unwrap();
+        let corpus = corpus(work.path(), &work.path().join("no-evalset")).unwrap();
+        let queries = std::fs::read_to_string(&corpus.queries).unwrap();
+        let records = parse_all(&queries, "queries.jsonl").unwrap();
+        let qrels = std::fs::read_to_string(corpus.queries.with_file_name("qrels.trec")).unwrap();
+        let judged: std::collections::HashSet<&str> = qrels
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        assert_eq!(records.len(), 20);
+        for record in &records {
+            assert!(
+                judged.contains(record.id.as_str()),
+                "{} has no qrels",
+                record.id
+            );
+        }
+    }
 }

@@ -6,10 +6,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use tandem_client::queries::{QueryKnobs, QuerySet};
-use tandem_client::TandemClient;
+use tandem_data::jsonl::parse_all;
+use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
-use tandem_engine::synth::{generate, SynthConfig};
+use tandem_proto::v1::search_client::SearchClient;
+use tandem_proto::v1::{Query, Rerank, SearchRequest};
 
 fn corpus(dir: &Path) {
     let config = SynthConfig {
@@ -100,12 +101,16 @@ fn serves_then_stops_gracefully_on_sigterm_and_sigint() {
     corpus(&corpus_dir);
     let index = dir.path().join("index");
     build(&corpus_dir, &index);
-    let queries = QuerySet::load(
-        &corpus_dir.join("queries.jsonl"),
-        Some(&corpus_dir.join("query_vectors.npy")),
-        Some(&corpus_dir.join("query_lens.npy")),
-    )
-    .unwrap();
+    let queries = std::fs::read_to_string(corpus_dir.join("queries.jsonl")).unwrap();
+    let first = parse_all(&queries, "queries.jsonl").unwrap().remove(0);
+    let request = SearchRequest {
+        query: Some(Query {
+            sparse_tokens: first.terms.into_iter().collect(),
+            ..Query::default()
+        }),
+        rerank: Rerank::None as i32,
+        ..SearchRequest::default()
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
     for signal in ["TERM", "INT"] {
@@ -122,11 +127,8 @@ fn serves_then_stops_gracefully_on_sigterm_and_sigint() {
         );
         let url = format!("http://{}", listen_addr(&wait_for(&lines, "listening")));
         let reply = runtime.block_on(async {
-            let mut client = TandemClient::connect(&url).await.unwrap();
-            client
-                .search(queries.request(0, &QueryKnobs::default()))
-                .await
-                .unwrap()
+            let mut client = SearchClient::connect(url.clone()).await.unwrap();
+            client.search(request.clone()).await.unwrap().into_inner()
         });
         assert!(!reply.hits.is_empty());
         let killed = Command::new("kill")

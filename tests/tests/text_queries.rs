@@ -14,11 +14,11 @@
 use clap::Parser;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tandem_bench::trec_eval::{evaluate, Metrics, Qrels, Run};
 use tandem_client::cli::{KnobArgs, QueryFileArgs, SearchArgs, ServerArgs};
 use tandem_client::queries::QuerySet;
 use tandem_client::TandemClient;
 use tandem_engine::encoders::{TableSparseEncoder, TextTokenizer};
+use tandem_eval::{evaluate, Metrics, Qrels, Run};
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{Query, SearchRequest, SearchResponse};
 use tandem_server::config::ServeOptions;
@@ -420,7 +420,7 @@ fn the_table_encoder_weighs_each_distinct_token_once() {
         "{e}"
     );
     let npy = dir.path().join("table.npy");
-    tandem_engine::npy::write_f32(&npy, &[10], &[1.0; 10]).unwrap();
+    tandem_data::npy::write_f32(&npy, &[10], &[1.0; 10]).unwrap();
     let tokenizer = TextTokenizer::load(&models.vectors, 128).unwrap();
     let e = match TableSparseEncoder::load(&npy, tokenizer) {
         Ok(_) => panic!("a 10-token table was accepted"),

@@ -19,7 +19,6 @@ mod record;
 pub mod report;
 
 use crate::plot::{write_png, LineChart, Series};
-use crate::trec_eval::Qrels;
 use anyhow::Context;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -33,6 +32,7 @@ use std::time::Duration;
 use tandem_client::cli::{KnobArgs, QueryFileArgs, ServerArgs};
 use tandem_client::filters::FilterArgs;
 use tandem_client::TandemClient;
+use tandem_eval::Qrels;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{SearchRequest, SearchStreamResponse};
 use tokio::sync::mpsc;

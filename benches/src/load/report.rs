@@ -2,12 +2,12 @@
 //! and `tandem-bench compare` of two reports.
 
 use super::record::Recorder;
-use crate::trec_eval::{evaluate, Qrels, Run};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+use tandem_eval::{evaluate, Qrels, Run};
 
 /// Latency percentiles, microseconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

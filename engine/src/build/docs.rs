@@ -3,10 +3,10 @@
 use crate::attributes::Attributes;
 use crate::build::Progress;
 use crate::error::{Error, Result};
-use crate::jsonl::{parse_line, SparseRecord};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
+use tandem_data::jsonl::{parse_line, SparseRecord};
 
 /// How tokens of the documents map to vocabulary ids.
 pub enum Vocabulary {
@@ -109,10 +109,14 @@ pub fn parse_docs(
                         return Some(Err(Error::bad_input(location(), format!("not UTF-8: {e}"))))
                     }
                 };
-                Some(parse_line(line, &location).and_then(|record| {
-                    let ids = resolve_fixed(&vocabulary, &record, &location)?;
-                    Ok((record, ids))
-                }))
+                Some(
+                    parse_line(line, &location)
+                        .map_err(Error::from)
+                        .and_then(|record| {
+                            let ids = resolve_fixed(&vocabulary, &record, &location)?;
+                            Ok((record, ids))
+                        }),
+                )
             })
             .collect();
         for (result, &(i, _)) in parsed.into_iter().zip(&batch) {

@@ -14,13 +14,13 @@ use crate::format::manifest::Manifest;
 use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
-use crate::npy::{row_offsets, NpyArray};
 use crate::pq::TrainParams;
 use crate::tokens::Codec;
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tandem_data::npy::{row_offsets, NpyArray};
 
 /// Inputs and options of a build.
 #[derive(Debug, Clone)]
@@ -82,6 +82,11 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
             "--token-ids",
             "numeric token ids need --vocab FILE to give them their terms",
         ));
+    }
+    // A missing or unreadable input is named first, in the order the command line lists them.
+    let inputs = [&config.docs, &config.vectors, &config.lens];
+    for path in inputs.into_iter().chain(config.vocab.as_ref()) {
+        std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     }
     let vectors = NpyArray::open(&config.vectors)?;
     vectors::check_dtype(&vectors, config.int8_scale)?;

@@ -3,9 +3,9 @@
 
 use crate::build::Progress;
 use crate::error::Result;
-use crate::npy::NpyArray;
 use crate::pq::{Codebook, TrainParams};
 use half::f16;
+use tandem_data::npy::NpyArray;
 
 /// Trains a codebook with `params` on at most `params.sample` token vectors spread evenly over
 /// all rows of `vectors` (row `⌊i · rows / n⌋` for `i` in `0..n`), int8 input scaled by
@@ -24,7 +24,7 @@ pub fn train_codebook(
     let mut row = Vec::with_capacity(dim);
     for i in 0..n {
         let r = i * rows / n;
-        vectors.rows_f32(r..r + 1, int8_scale, &mut row);
+        vectors.rows_f32(r..r + 1, int8_scale, &mut row)?;
         if row.iter().all(|&v| f16::from_f32(v).is_finite()) {
             sample.extend_from_slice(&row);
         }

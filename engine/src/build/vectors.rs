@@ -7,10 +7,10 @@ use crate::format::array::ArrayWriter;
 use crate::format::files;
 use crate::format::staging::StagingDir;
 use crate::kernels::{pack_doc, pack_doc_int8, packed_len};
-use crate::npy::{NpyArray, NpyDType};
 use crate::pq::Codebook;
 use half::f16;
 use rayon::prelude::*;
+use tandem_data::npy::{NpyArray, NpyDType};
 
 /// Rows (about) converted per parallel step; a step holds whole documents.
 const ROWS_PER_STEP: usize = 1 << 16;
@@ -183,7 +183,7 @@ fn pack_one(
 ) -> Result<Packed> {
     let (start, stop) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
     let mut values_f32 = Vec::new();
-    vectors.rows_f32(start..stop, int8_scale, &mut values_f32);
+    vectors.rows_f32(start..stop, int8_scale, &mut values_f32)?;
     let rows: Vec<f16> = values_f32.iter().map(|&v| f16::from_f32(v)).collect();
     if let Some(i) = rows.iter().position(|h| !h.is_finite()) {
         let row = start + i / dim;

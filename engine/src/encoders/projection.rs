@@ -2,8 +2,8 @@
 //! encoder L2-normalises).
 
 use crate::error::{Error, Result};
-use crate::npy::{NpyArray, NpyDType};
 use std::path::{Path, PathBuf};
+use tandem_data::npy::{NpyArray, NpyDType};
 
 /// `y = (x − mean) · W` for `x` of `in_dim` values and `W` of `[in_dim, out_dim]`.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ fn read_floats(array: &NpyArray) -> Result<Vec<f32>> {
     }
     let rows = array.shape().first().copied().unwrap_or(0);
     let mut values = Vec::new();
-    array.rows_f32(0..rows, None, &mut values);
+    array.rows_f32(0..rows, None, &mut values)?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::bad_input(
             format!("{path}: element {i}"),
@@ -157,14 +157,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mean = dir.path().join("mean.npy");
         let w = dir.path().join("w.npy");
-        crate::npy::write_f32(&mean, &[4], &[0.0; 4]).unwrap();
-        crate::npy::write_f32(&w, &[3, 2], &[0.0; 6]).unwrap();
+        tandem_data::npy::write_f32(&mean, &[4], &[0.0; 4]).unwrap();
+        tandem_data::npy::write_f32(&w, &[3, 2], &[0.0; 6]).unwrap();
         let err = Projection::load(&mean, &w).unwrap_err().to_string();
         assert!(
             err.contains("mean.npy") && err.contains("expected [3]"),
             "{err}"
         );
-        crate::npy::write_f32(&mean, &[3], &[0.0, f32::NAN, 0.0]).unwrap();
+        tandem_data::npy::write_f32(&mean, &[3], &[0.0, f32::NAN, 0.0]).unwrap();
         let err = Projection::load(&mean, &w).unwrap_err().to_string();
         assert!(
             err.contains("element 1") && err.contains("not finite"),

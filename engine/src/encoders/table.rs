@@ -4,10 +4,10 @@
 
 use super::{SparseTerms, TextTokenizer};
 use crate::error::{Error, Result};
-use crate::npy::{NpyArray, NpyDType};
 use crate::pipeline::check_term_weight;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tandem_data::npy::{NpyArray, NpyDType};
 
 /// Default truncation of query text for the table encoder.
 pub const DEFAULT_MAX_LEN: usize = 512;
@@ -107,7 +107,7 @@ fn read_npy_table(table: &Path, vocab_size: usize) -> Result<Vec<f32>> {
         ));
     }
     let mut weights = Vec::new();
-    array.rows_f32(0..vocab_size, None, &mut weights);
+    array.rows_f32(0..vocab_size, None, &mut weights)?;
     Ok(weights)
 }
 

@@ -4,11 +4,46 @@
 //! `"attrs": {"name": value}` (a string, an integer or a list of strings each). Other fields of a
 //! line are ignored.
 
-use crate::attributes::AttrValue;
 use crate::error::{Error, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
+
+/// One document's value of one attribute, as given in the documents JSONL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrValue {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A list of strings (the document matches each).
+    List(Vec<String>),
+}
+
+impl AttrValue {
+    /// Converts a JSON value; the message says what is wrong otherwise.
+    pub fn from_json(value: &serde_json::Value) -> std::result::Result<AttrValue, String> {
+        use serde_json::Value as J;
+        match value {
+            J::String(s) => Ok(AttrValue::Str(s.clone())),
+            J::Number(n) => n
+                .as_i64()
+                .map(AttrValue::Int)
+                .ok_or_else(|| format!("{n} is not an integer within the 64-bit range")),
+            J::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    J::String(s) => Ok(s.clone()),
+                    other => Err(format!("a list may hold only strings, found {other}")),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map(AttrValue::List),
+            other => Err(format!(
+                "must be a string, an integer or a list of strings, found {other}"
+            )),
+        }
+    }
+}
 
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,3 +1,5 @@
+//! `tandem-eval`: retrieval quality measures, shared by `tandem-bench` and the end-to-end tests.
+//!
 //! Evaluation of TREC runs against TREC qrels with `trec_eval` 9.x semantics.
 //!
 //! Computes nDCG@10 (`ndcg_cut_10`), Recall@10 (`recall_10`), Recall@100
@@ -15,6 +17,8 @@
 //! - averages are taken over the qrels queries that are in the run (a query judged only
 //!   non-relevant scores 0); in complete mode (`trec_eval -c`) over every qrels query, a
 //!   query missing from the run scoring 0.
+
+#![warn(missing_docs)]
 
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;

@@ -1,16 +1,25 @@
-//! Reading `.npy` arrays (the input format of token vectors and lengths), memory-mapped.
+//! Reading `.npy` arrays (the input format of token vectors, lengths, projections and weight
+//! tables).
 //!
-//! The header is parsed by the `npyz` crate; the data section is read through a memory map so a
-//! multi-gigabyte matrix is never loaded whole. Only C-order, little-endian (or single-byte)
-//! arrays of the element types below are accepted.
+//! The header is parsed by the `npyz` crate; the data section is read on demand with positioned
+//! reads (`pread`), a range of rows at a time, so a multi-gigabyte matrix is never loaded whole.
+//! Inputs are **read, never memory-mapped**: they are the user's files, which may change while a
+//! build or a client reads them, and a mapped file that changes or shrinks is undefined
+//! behaviour (or a `SIGBUS`) where a read only sees other bytes or a short read, reported as an
+//! error naming the file. Only C-order, little-endian (or single-byte) arrays of the element
+//! types below are accepted.
 
 use crate::error::{Error, Result};
 use half::f16;
-use memmap2::Mmap;
 use npyz::{Endianness, Order, TypeChar};
 use std::fs::File;
 use std::io::Cursor;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// The longest `.npy` header accepted (numpy writes a few hundred bytes).
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// Element types tandem reads from `.npy` files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +68,11 @@ impl NpyDType {
     }
 }
 
-/// A memory-mapped `.npy` array.
+/// An open `.npy` array: its header, and the file its rows are read from.
 pub struct NpyArray {
     path: PathBuf,
-    map: Mmap,
-    data_offset: usize,
+    file: File,
+    data_offset: u64,
     dtype: NpyDType,
     shape: Vec<usize>,
 }
@@ -72,14 +81,15 @@ impl NpyArray {
     /// Opens `path` and validates its header against the file size.
     pub fn open(path: &Path) -> Result<NpyArray> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let map = crate::mmap::map_file(&file, path)?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |message: String| Error::bad_input(path.display().to_string(), message);
-        let mut cursor = Cursor::new(&map[..]);
+        let head = read_header_bytes(&file, path, file_len)?;
+        let mut cursor = Cursor::new(&head[..]);
         let header = npyz::NpyFile::new(&mut cursor)
             .map_err(|e| bad(format!("not a readable .npy file: {e}")))?
             .header()
             .clone();
-        let data_offset = cursor.position() as usize;
+        let data_offset = cursor.position();
         let npyz::DType::Plain(type_str) = header.dtype() else {
             return Err(bad("structured/record dtypes are not supported".into()));
         };
@@ -115,16 +125,17 @@ impl NpyArray {
         let expected = shape
             .iter()
             .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
-        let available = map.len() - data_offset.min(map.len());
-        if expected != Some(available) {
+        let available = file_len.saturating_sub(data_offset);
+        if expected.map(|e| e as u64) != Some(available) {
+            let needed = expected.map_or("more than 2^64".to_string(), |e| e.to_string());
             return Err(bad(format!(
-                "shape {shape:?} of {} needs {expected:?} data bytes but the file holds {available}",
+                "shape {shape:?} of {} needs {needed} data bytes but the file holds {available}",
                 dtype.name()
             )));
         }
         Ok(NpyArray {
             path: path.to_path_buf(),
-            map,
+            file,
             data_offset,
             dtype,
             shape,
@@ -146,8 +157,32 @@ impl NpyArray {
         &self.shape
     }
 
-    fn data(&self) -> &[u8] {
-        &self.map[self.data_offset..]
+    /// Rows (outermost index) of the array.
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Elements per row (the product of the inner dimensions; 1 for a 1-D array).
+    fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
+    /// Reads the data bytes of rows `rows` into `buf` (replacing its contents). A range past
+    /// the end, or a file that shrank since it was opened, is an error naming the file.
+    fn read_rows(&self, rows: Range<usize>, buf: &mut Vec<u8>) -> Result<()> {
+        let row_bytes = self.row_len() * self.dtype.size();
+        if rows.start > rows.end || rows.end > self.rows() {
+            return Err(Error::bad_input(
+                self.path.display().to_string(),
+                format!("rows {rows:?} are outside the array's {} rows", self.rows()),
+            ));
+        }
+        buf.clear();
+        buf.resize((rows.end - rows.start) * row_bytes, 0);
+        let offset = self.data_offset + (rows.start * row_bytes) as u64;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     /// A 2-D array's shape as `(rows, cols)`, or an error naming what was expected.
@@ -173,7 +208,9 @@ impl NpyArray {
                 format!("expected a 1-D array, got shape {:?}", self.shape),
             ));
         }
-        let data = self.data();
+        let mut bytes = Vec::new();
+        self.read_rows(0..self.rows(), &mut bytes)?;
+        let data = &bytes[..];
         let signed: Vec<i128> = match self.dtype {
             NpyDType::U8 => data.iter().map(|&b| b as i128).collect(),
             NpyDType::I8 => data.iter().map(|&b| b as i8 as i128).collect(),
@@ -211,17 +248,19 @@ impl NpyArray {
     }
 
     /// Decodes rows `rows` of a float32/float16 matrix (or int8 multiplied by `int8_scale`) into
-    /// `out` as f32, row-major.
+    /// `out` as f32, row-major (integer arrays decode to NaN, which callers refuse). Rows past
+    /// the end, or a read that fails, are an error naming the file.
     pub fn rows_f32(
         &self,
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         int8_scale: Option<f32>,
         out: &mut Vec<f32>,
-    ) {
+    ) -> Result<()> {
         out.clear();
-        let cols = self.shape.get(1).copied().unwrap_or(1);
         let size = self.dtype.size();
-        let bytes = &self.data()[rows.start * cols * size..rows.end * cols * size];
+        let mut raw = Vec::new();
+        self.read_rows(rows, &mut raw)?;
+        let bytes = &raw[..];
         match self.dtype {
             NpyDType::F32 => out.extend(le_chunks::<4>(bytes).map(f32::from_le_bytes)),
             NpyDType::F16 => {
@@ -235,7 +274,39 @@ impl NpyArray {
                 out.extend(std::iter::repeat_n(f32::NAN, bytes.len() / size));
             }
         }
+        Ok(())
     }
+}
+
+/// Reads the magic, version and header of a `.npy` file (everything before the data), at most
+/// [`MAX_HEADER_BYTES`].
+fn read_header_bytes(file: &File, path: &Path, file_len: u64) -> Result<Vec<u8>> {
+    let bad = |message: String| Error::bad_input(path.display().to_string(), message);
+    let mut prefix = [0u8; 12];
+    let got = file
+        .read_at(&mut prefix, 0)
+        .map_err(|e| Error::io(path, e))?;
+    if got < 10 || &prefix[..6] != b"\x93NUMPY" {
+        return Err(bad("not a readable .npy file: no NUMPY magic".into()));
+    }
+    let total = match prefix[6] {
+        1 => 10 + u64::from(u16::from_le_bytes([prefix[8], prefix[9]])),
+        2 | 3 if got == 12 => {
+            12 + u64::from(u32::from_le_bytes([
+                prefix[8], prefix[9], prefix[10], prefix[11],
+            ]))
+        }
+        v => return Err(bad(format!("not a readable .npy file: version {v}"))),
+    };
+    if total > MAX_HEADER_BYTES || total > file_len {
+        return Err(bad(format!(
+            "not a readable .npy file: a header of {total} bytes (file of {file_len})"
+        )));
+    }
+    let mut head = vec![0u8; total as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(head)
 }
 
 /// Prefix sums of per-item row counts (`lens`, read from `lens_path`): item `i`'s rows are
@@ -325,8 +396,10 @@ mod tests {
         let array = NpyArray::open(&path).unwrap();
         assert_eq!(array.matrix_shape().unwrap(), (7, 3));
         let mut rows = Vec::new();
-        array.rows_f32(2..4, None, &mut rows);
+        array.rows_f32(2..4, None, &mut rows).unwrap();
         assert_eq!(rows, values[6..12]);
+        let err = array.rows_f32(6..8, None, &mut rows).unwrap_err();
+        assert!(err.to_string().contains("outside the array's 7 rows"), "{err}");
 
         let lens = dir.path().join("l.npy");
         write_u32(&lens, &[3], &[4, 0, 9]).unwrap();
@@ -339,7 +412,8 @@ mod tests {
         write_i8(&int8, &[1, 2], &[-127, 5]).unwrap();
         NpyArray::open(&int8)
             .unwrap()
-            .rows_f32(0..1, Some(0.5), &mut rows);
+            .rows_f32(0..1, Some(0.5), &mut rows)
+            .unwrap();
         assert_eq!(rows, vec![-63.5, 2.5]);
     }
 
@@ -352,5 +426,30 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         let err = NpyArray::open(&path).err().unwrap().to_string();
         assert!(err.contains("m.npy") && err.contains("data bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_shrinks_after_open_is_an_error_not_a_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        write_f32(&path, &[64, 4], &[1.0; 256]).unwrap();
+        let array = NpyArray::open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(200).unwrap();
+        let mut rows = Vec::new();
+        let err = array
+            .rows_f32(0..64, None, &mut rows)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.npy"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_says_so_once() {
+        let err = NpyArray::open(Path::new("/nonexistent/x.npy"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(err, "/nonexistent/x.npy: does not exist");
     }
 }
