@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::array::{checksum_file, ArrayFile};
 use crate::format::manifest::Manifest;
 use crate::format::{files, strings::StringTable};
-use crate::pipeline::FirstStage;
+use crate::params::FirstStage;
 use crate::sparse::InvertedIndex;
 use crate::tokens::{Codec, TokenStore};
 use crate::tombstones::Tombstones;

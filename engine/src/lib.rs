@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admit;
 pub mod approx;
 pub mod attributes;
 pub mod build;
@@ -16,6 +17,7 @@ pub mod compact;
 #[cfg(feature = "encoders")]
 pub mod encoders;
 pub mod error;
+pub mod expr;
 pub mod filter;
 pub mod format;
 pub mod fusion;
@@ -25,6 +27,7 @@ pub mod kernels;
 pub mod maxsim;
 mod mmap;
 pub mod npy;
+pub mod params;
 pub mod pipeline;
 pub mod pq;
 pub mod sparse;
@@ -34,8 +37,9 @@ pub mod tombstones;
 pub mod topk;
 pub mod weight_table;
 
+pub use admit::Admit;
 pub use error::{Error, Result};
-pub use filter::{Admit, Filter};
+pub use filter::Filter;
 pub use fusion::{Fusion, FusionMethod};
 pub use index::{DeleteOutcome, Index, Verify};
 pub use pipeline::{Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats};
