@@ -6,6 +6,9 @@
 //! - [`Index`] opens and validates an index; [`Index::search`] runs the two-stage
 //!   [`pipeline`].
 //! - No async runtime or RPC code lives here; the server and the CLIs are thin layers over it.
+//! - Modules are layered without cycles (ARCHITECTURE.md, "Engine modules"; checked by
+//!   `tests/layering.rs`): shared vocabulary such as [`Admit`], [`params`] and [`expr`] sits in
+//!   leaf modules, the on-disk [`format`](mod@format) imports no query-time code.
 
 #![warn(missing_docs)]
 
