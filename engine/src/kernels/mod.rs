@@ -71,6 +71,9 @@ mod tests_int8;
 #[cfg(test)]
 mod tests_nearest;
 
+#[cfg(test)]
+mod tests_coverage;
+
 pub use int8::{maxsim_int8, pack_doc_int8, packed_scales_len, unpack_doc_int8};
 pub use nearest::{nearest, pack_centroids};
 pub use peak::fma_peak_gflops;
