@@ -28,6 +28,9 @@ pub mod index;
 pub mod jsonl;
 pub mod kernels;
 pub mod maxsim;
+// Memory maps, `madvise`, `mincore` and cache-line prefetches: the engine's only `unsafe` outside
+// the SIMD kernels, each block with its `// SAFETY:` argument.
+#[allow(unsafe_code)]
 mod mmap;
 pub mod npy;
 pub mod params;

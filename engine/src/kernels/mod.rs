@@ -53,13 +53,18 @@ use half::f16;
 
 pub mod int8;
 pub mod nearest;
+// The engine's SIMD `unsafe` (intrinsics, unchecked loads, `#[target_feature]` calls) lives in
+// these modules alone, each block with its `// SAFETY:` argument.
+#[allow(unsafe_code)]
 mod peak;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod x86;
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
 mod neon;
 
 #[cfg(test)]

@@ -51,10 +51,10 @@ fn nearest512_w<const W: usize>(x: &[f32], centroids: &[f32], half_norms: &[f32]
         .zip(half_norms.chunks_exact(BLOCK))
         .enumerate()
     {
-        // SAFETY: `norms` and every `column` hold exactly 16 f32 (`chunks_exact`); the loads are
-        // unaligned.
+        // SAFETY: `norms` holds exactly 16 f32 (`chunks_exact`), one unaligned 512-bit load.
         let mut score = unsafe { _mm512_loadu_ps(norms.as_ptr()) };
         for (column, &value) in group.chunks_exact(BLOCK).zip(&x[..width]) {
+            // SAFETY: `column` holds exactly 16 f32 (`chunks_exact`), one unaligned 512-bit load.
             let c = unsafe { _mm512_loadu_ps(column.as_ptr()) };
             score = _mm512_sub_ps(score, _mm512_mul_ps(_mm512_set1_ps(value), c));
         }
@@ -99,8 +99,8 @@ fn nearest256_w<const W: usize>(x: &[f32], centroids: &[f32], half_norms: &[f32]
         .zip(half_norms.chunks_exact(BLOCK))
         .enumerate()
     {
-        // SAFETY: `norms` and every `column` hold exactly 16 f32 (`chunks_exact`), so both
-        // 8-lane halves are in bounds; the loads are unaligned.
+        // SAFETY: `norms` holds exactly 16 f32 (`chunks_exact`), so both 8-lane halves are in
+        // bounds; the loads are unaligned.
         let mut score = unsafe {
             [
                 _mm256_loadu_ps(norms.as_ptr()),
@@ -110,6 +110,8 @@ fn nearest256_w<const W: usize>(x: &[f32], centroids: &[f32], half_norms: &[f32]
         for (column, &value) in group.chunks_exact(BLOCK).zip(&x[..width]) {
             let v = _mm256_set1_ps(value);
             for (half, s) in score.iter_mut().enumerate() {
+                // SAFETY: `column` holds exactly 16 f32 (`chunks_exact`) and `half` is 0 or 1,
+                // so the 8 f32 at `8 · half` are in bounds; the load is unaligned.
                 let c = unsafe { _mm256_loadu_ps(column.as_ptr().add(8 * half)) };
                 *s = _mm256_sub_ps(*s, _mm256_mul_ps(v, c));
             }
