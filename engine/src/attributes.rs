@@ -15,7 +15,7 @@
 //! for an integer `u64` pair count `n`, `n` × `i64` values ascending, `n` × `u32` documents.
 
 use crate::error::{Error, Result};
-use crate::filter::expr::{CmpOp, Expr, Value};
+use crate::expr::{CmpOp, Expr, Value};
 use roaring::RoaringBitmap;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -464,7 +464,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::expr::parse;
+    use crate::expr::parse;
 
     fn sample() -> Attributes {
         let mut a = Attributes::new(0);

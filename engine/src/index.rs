@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::array::{checksum_file, ArrayFile};
 use crate::format::manifest::Manifest;
 use crate::format::{files, strings::StringTable};
-use crate::pipeline::FirstStage;
+use crate::params::FirstStage;
 use crate::sparse::InvertedIndex;
 use crate::tokens::{Codec, TokenStore};
 use crate::tombstones::Tombstones;
@@ -60,6 +60,7 @@ impl Index {
 
     /// Opens the index at `dir` with the given level of verification.
     pub fn open_with(dir: &Path, verify: Verify) -> Result<Index> {
+        check_directory(dir)?;
         let manifest_path = dir.join(files::MANIFEST);
         if !manifest_path.exists() {
             return Err(Error::corrupt(
@@ -353,6 +354,27 @@ impl Index {
     /// Bytes of all files of the index (as listed in the manifest).
     pub fn size_bytes(&self) -> u64 {
         self.manifest.files.values().map(|f| f.bytes).sum()
+    }
+}
+
+/// Refuses a `dir` that does not exist or is not a directory with an [`Error::Io`] saying so
+/// (a wrong path, not a corrupt index); a directory without a manifest is left to the caller.
+fn check_directory(dir: &Path) -> Result<()> {
+    use std::io::{Error as IoError, ErrorKind};
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::io(
+            dir,
+            IoError::new(
+                ErrorKind::NotADirectory,
+                "is not a directory (an index is a directory)",
+            ),
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::io(
+            dir,
+            IoError::new(ErrorKind::NotFound, "the index directory does not exist"),
+        )),
+        Err(e) => Err(Error::io(dir, e)),
     }
 }
 

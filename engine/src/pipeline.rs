@@ -5,7 +5,6 @@
 //! known while reranking). Fusion, when its weight is positive, then ranks the candidates that
 //! were reranked by `norm(MaxSim) + w · norm(sparse)`, normalised over those candidates.
 
-use crate::approx::ApproxQueryParams;
 use crate::error::{Error, Result};
 use crate::filter::{Admit, Filter};
 use crate::fusion::Fusion;
@@ -14,6 +13,8 @@ use crate::maxsim::MaxSimScorer;
 use crate::topk::{Scored, TopK};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+pub use crate::params::FirstStage;
 
 /// Upper bounds on what one query may ask for; a violation is an [`Error::InvalidArgument`]
 /// naming the field and the limit.
@@ -67,15 +68,6 @@ pub fn check_term_weight(weight: f32) -> std::result::Result<(), String> {
 /// is answered by scoring every admitted document exactly (through the forward index) rather
 /// than by accumulating over pruned lists, most of whose documents it would refuse.
 pub const SCAN_ADMITTED_FRACTION: f64 = 0.05;
-
-/// Which first stage a query runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FirstStage {
-    /// Every posting of every query term scored: the reference.
-    Exact,
-    /// The approximate first stage with these knobs (the index must have one).
-    Approx(ApproxQueryParams),
-}
 
 /// Knobs of one query (already defaulted: every value is what will be used).
 #[derive(Debug, Clone, Copy, PartialEq)]

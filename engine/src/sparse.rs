@@ -1,7 +1,7 @@
 //! The inverted index of the sparse first stage and its exact (every posting scored) search.
 
+use crate::admit::Admit;
 use crate::error::{Error, Result};
-use crate::filter::Admit;
 use crate::format::array::ArrayFile;
 use crate::format::files;
 use crate::topk::{Scored, TopK};

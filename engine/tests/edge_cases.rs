@@ -156,3 +156,46 @@ fn attribute_faults_name_the_line_and_old_indexes_have_no_attributes() {
     );
     assert!(!config.out.exists());
 }
+
+#[test]
+fn a_missing_index_directory_is_reported_as_missing_not_corrupt() {
+    use std::io::ErrorKind;
+    use tandem_engine::Error;
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("no-such-index");
+    let err = Index::open(&missing)
+        .err()
+        .expect("a missing directory is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(&err, Error::Io { path, source } if *path == missing && source.kind() == ErrorKind::NotFound),
+        "{message}"
+    );
+    assert!(
+        message.contains("no-such-index") && message.contains("does not exist"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("corrupt") && !message.contains("manifest"),
+        "{message}"
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not an index").unwrap();
+    let err = Index::open(&file).err().expect("a file is refused");
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == ErrorKind::NotADirectory),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+
+    // A directory without a manifest (an interrupted build) is still a corrupt index.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = Index::open(&empty)
+        .err()
+        .expect("a directory without manifest is refused");
+    assert!(matches!(&err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("no manifest.json"), "{err}");
+}

@@ -24,74 +24,9 @@ mod search;
 
 use crate::error::{Error, Result};
 use crate::format::array::ArrayFile;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Build-time parameters of the approximate first stage.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApproxBuildParams {
-    /// Postings kept per term (its heaviest), ≥ 1.
-    pub n_postings: usize,
-}
-
-impl Default for ApproxBuildParams {
-    fn default() -> Self {
-        ApproxBuildParams { n_postings: 1000 }
-    }
-}
-
-impl ApproxBuildParams {
-    /// Checks the parameters, naming the one at fault.
-    pub fn validate(&self) -> Result<()> {
-        if self.n_postings == 0 {
-            return Err(Error::bad_input("--n-postings", "must be >= 1"));
-        }
-        Ok(())
-    }
-}
-
-/// Everything chosen at build time about the approximate first stage.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct ApproxSettings {
-    /// How it is built.
-    pub build: ApproxBuildParams,
-    /// The knobs queries use unless they set their own.
-    pub query_defaults: ApproxQueryParams,
-}
-
-/// Query-time knobs of the approximate first stage.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApproxQueryParams {
-    /// Query terms walked (the heaviest), ≥ 1.
-    pub query_cut: usize,
-    /// Documents rescored exactly (those with the best partial scores), ≥ 1; at least `kappa`
-    /// are rescored whatever this says.
-    pub rescore: usize,
-}
-
-impl Default for ApproxQueryParams {
-    fn default() -> Self {
-        ApproxQueryParams {
-            query_cut: 20,
-            rescore: 200,
-        }
-    }
-}
-
-impl ApproxQueryParams {
-    /// Checks the knobs, naming the field at fault.
-    pub fn validate(&self) -> Result<()> {
-        if self.query_cut == 0 {
-            return Err(Error::invalid("query_cut", "must be >= 1"));
-        }
-        if self.rescore == 0 {
-            return Err(Error::invalid("rescore", "must be >= 1"));
-        }
-        Ok(())
-    }
-}
+pub use crate::params::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
 
 /// Names of the approximate first stage's files.
 pub mod files {

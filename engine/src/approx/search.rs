@@ -20,7 +20,7 @@
 
 use super::ApproxIndex;
 use super::ApproxQueryParams;
-use crate::filter::Admit;
+use crate::admit::Admit;
 use crate::mmap::prefetch_lines;
 use crate::topk::{Scored, TopK};
 use roaring::RoaringBitmap;

@@ -1,9 +1,9 @@
 //! `manifest.json`: format version, counts, build parameters, and a checksum per file.
 
-use crate::approx::{ApproxBuildParams, ApproxQueryParams};
 use crate::error::{Error, Result};
 use crate::format::array::WrittenFile;
 use crate::format::FORMAT_VERSION;
+use crate::params::{ApproxBuildParams, ApproxQueryParams};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

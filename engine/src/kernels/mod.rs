@@ -43,17 +43,28 @@
 //!
 //! [`nearest`] finds the nearest of a set of centroids packed in the same block layout (as f32),
 //! for product-quantization training and encoding; see the [`nearest`](mod@nearest) module.
+//!
+//! # FMA peak
+//!
+//! [`fma_peak_gflops`] measures the single-core FMA throughput that benchmarks state the kernels'
+//! throughput against: a measurement, not a kernel (module `peak`).
 
 use half::f16;
 
 pub mod int8;
 pub mod nearest;
+// The engine's SIMD `unsafe` (intrinsics, unchecked loads, `#[target_feature]` calls) lives in
+// these modules alone, each block with its `// SAFETY:` argument.
+#[allow(unsafe_code)]
+mod peak;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod x86;
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
 mod neon;
 
 #[cfg(test)]
@@ -65,8 +76,12 @@ mod tests_int8;
 #[cfg(test)]
 mod tests_nearest;
 
+#[cfg(test)]
+mod tests_coverage;
+
 pub use int8::{maxsim_int8, pack_doc_int8, packed_scales_len, unpack_doc_int8};
 pub use nearest::{nearest, pack_centroids};
+pub use peak::fma_peak_gflops;
 
 /// Tokens per block of the packed layout (one 512-bit register of f32, or two of f16).
 pub const BLOCK: usize = 16;
@@ -313,17 +328,4 @@ fn check_shapes(query: &[f32], n_q: usize, dim: usize, doc_packed: &[f16], m: us
         packed_len(m, dim),
         "maxsim: packed document length does not match {m} tokens of dimension {dim}"
     );
-}
-
-/// Measured single-core f32 FMA throughput (GFLOP/s) of the SIMD width `kind` uses, for
-/// expressing kernel throughput as a share of the machine's peak; `None` for kernels without a
-/// peak measurement here (scalar, NEON). Takes about a tenth of a second.
-pub fn fma_peak_gflops(kind: KernelKind) -> Option<f64> {
-    match kind {
-        #[cfg(target_arch = "x86_64")]
-        KernelKind::Avx512 => x86::fma_peak_gflops(true, 50),
-        #[cfg(target_arch = "x86_64")]
-        KernelKind::Avx2 => x86::fma_peak_gflops(false, 50),
-        _ => None,
-    }
 }

@@ -1,7 +1,7 @@
 //! aarch64 kernels: NEON (Advanced SIMD, part of every aarch64 target's baseline here), over the
 //! f16 and the int8 layouts.
 //!
-//! They work like the x86 AVX2 kernel (see `x86.rs`): query tokens in tiles of up to 6; for each
+//! They work like the x86 AVX2 kernel (see `x86/avx2.rs`): query tokens in tiles of up to 6; for each
 //! dimension `j` of a block, the 16 values are loaded and widened exactly to four f32x4 vectors,
 //! and each query token's `q[j]` multiplies-adds into its 4 accumulators, so a tile holds 6 × 16
 //! dot products in 24 of the 32 vector registers. Int8 dot products are multiplied by the

@@ -90,6 +90,18 @@ fn packed(rows: &[f16], dim: usize) -> Vec<f16> {
 /// Checks every available kernel on one case against the scalar reference, the exact value and
 /// (for the reference) the naive loop.
 fn check_case(query: &[f32], rows: &[f16], dim: usize, what: &str) {
+    check_kernels(&KernelKind::available(), query, rows, dim, what);
+}
+
+/// Checks the kernels `kinds` on one case against the scalar reference, the exact value and (for
+/// the reference) the naive loop.
+pub(super) fn check_kernels(
+    kinds: &[KernelKind],
+    query: &[f32],
+    rows: &[f16],
+    dim: usize,
+    what: &str,
+) {
     let (n_q, m) = (query.len() / dim, rows.len() / dim);
     let doc = packed(rows, dim);
     let reference = maxsim(KernelKind::Scalar, query, n_q, dim, &doc, m);
@@ -100,7 +112,7 @@ fn check_case(query: &[f32], rows: &[f16], dim: usize, what: &str) {
     );
     let (exact, mass) = exact_and_mass(query, rows, dim);
     let tol = tolerance(n_q, dim, mass);
-    for kind in KernelKind::available() {
+    for &kind in kinds {
         let got = maxsim(kind, query, n_q, dim, &doc, m);
         let (vs_ref, vs_exact) = ((got - reference).abs() as f64, (got as f64 - exact).abs());
         assert!(

@@ -109,6 +109,18 @@ fn tolerance(n_q: usize, dim: usize, mass: f64) -> f64 {
 /// Checks every available int8 kernel on one case (document given as f32 rows) against the
 /// scalar reference and the exact value, and the reference against the naive loops.
 fn check_case(query: &[f32], rows: &[f32], dim: usize, what: &str) {
+    check_kernels(&KernelKind::available(), query, rows, dim, what);
+}
+
+/// Checks the int8 kernels `kinds` on one case (document given as f32 rows) against the scalar
+/// reference and the exact value, and the reference against the naive loops.
+pub(super) fn check_kernels(
+    kinds: &[KernelKind],
+    query: &[f32],
+    rows: &[f32],
+    dim: usize,
+    what: &str,
+) {
     let (n_q, m) = (query.len() / dim, rows.len() / dim);
     let (values, scales) = packed_int8(rows, dim);
     let (row_values, row_scales) = quantize_rows(rows, dim);
@@ -128,7 +140,7 @@ fn check_case(query: &[f32], rows: &[f32], dim: usize, what: &str) {
         "{what}: scalar int8 kernel gives {reference}, naive loop over the dequantized rows \
          {naive}, tolerance {tol}"
     );
-    for kind in KernelKind::available() {
+    for &kind in kinds {
         let got = maxsim_int8(kind, query, n_q, dim, &values, &scales, m);
         let (vs_ref, vs_exact) = ((got - reference).abs() as f64, (got as f64 - exact).abs());
         assert!(

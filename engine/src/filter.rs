@@ -1,18 +1,19 @@
 //! Query-time filters: which documents a query may return.
 //!
 //! A [`Filter`] (an include set and an exclude set of external ids, and an attribute
-//! expression) is compiled with the index's deleted documents into an [`Admit`]: a `roaring`
-//! bitmap of internal ids the first stage consults as it scores, so a filtered query still
-//! fills its `kappa` candidates whenever that many admitted documents match the query.
-
-pub mod expr;
+//! expression, [`crate::expr`]) is compiled with the index's deleted documents into an
+//! [`Admit`]: a `roaring` bitmap of internal ids the first stage consults as it scores, so a
+//! filtered query still fills its `kappa` candidates whenever that many admitted documents match
+//! the query. [`Admit`] itself lives in the leaf module [`crate::admit`], so the first stages
+//! below the index can take one without depending on this compilation step.
 
 use crate::error::{Error, Result};
 use crate::index::Index;
 use roaring::RoaringBitmap;
 use std::sync::Arc;
 
-pub use expr::{parse, Expr};
+pub use crate::admit::Admit;
+pub use crate::expr::{parse, Expr};
 
 /// What a query is restricted to. The default restricts nothing.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -36,43 +37,6 @@ impl Filter {
             && self.exclude.is_empty()
             && self.expr.is_none()
             && self.include_docs.is_none()
-    }
-}
-
-/// The documents a query may return: the filter and the deleted documents, compiled.
-#[derive(Debug, Clone)]
-pub enum Admit {
-    /// Every document (no filter, nothing deleted).
-    All,
-    /// Every document but the deleted ones (no filter).
-    Except(Arc<RoaringBitmap>),
-    /// Exactly these documents.
-    Only(RoaringBitmap),
-}
-
-impl Admit {
-    /// Whether `doc` may be returned.
-    #[inline]
-    pub fn admits(&self, doc: u32) -> bool {
-        match self {
-            Admit::All => true,
-            Admit::Except(deleted) => !deleted.contains(doc),
-            Admit::Only(allowed) => allowed.contains(doc),
-        }
-    }
-
-    /// Whether every document is admitted.
-    pub fn is_all(&self) -> bool {
-        matches!(self, Admit::All)
-    }
-
-    /// Number of admitted documents out of `doc_count`.
-    pub fn len(&self, doc_count: usize) -> u64 {
-        match self {
-            Admit::All => doc_count as u64,
-            Admit::Except(deleted) => (doc_count as u64).saturating_sub(deleted.len()),
-            Admit::Only(allowed) => allowed.len(),
-        }
     }
 }
 
