@@ -112,10 +112,12 @@ impl Error {
     }
 }
 
-/// An I/O error in words: a missing file "does not exist", others as the OS says.
+/// An I/O error in words: the OS's missing file "does not exist", others as they say.
 fn describe_io(error: &std::io::Error) -> String {
     match error.kind() {
-        std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        std::io::ErrorKind::NotFound if error.raw_os_error().is_some() => {
+            "does not exist".to_string()
+        }
         _ => error.to_string(),
     }
 }

@@ -169,7 +169,7 @@ fn a_missing_index_directory_is_reported_as_missing_not_corrupt() {
         .expect("a missing directory is refused");
     let message = err.to_string();
     assert!(
-        matches!(&err, Error::Io { path, source } if *path == missing && source.kind() == ErrorKind::NotFound),
+        matches!(&err, Error::Io { path, error } if *path == missing && error.kind() == ErrorKind::NotFound),
         "{message}"
     );
     assert!(
@@ -185,7 +185,7 @@ fn a_missing_index_directory_is_reported_as_missing_not_corrupt() {
     std::fs::write(&file, "not an index").unwrap();
     let err = Index::open(&file).err().expect("a file is refused");
     assert!(
-        matches!(&err, Error::Io { source, .. } if source.kind() == ErrorKind::NotADirectory),
+        matches!(&err, Error::Io { error, .. } if error.kind() == ErrorKind::NotADirectory),
         "{err}"
     );
     assert!(err.to_string().contains("is not a directory"), "{err}");
