@@ -19,8 +19,8 @@ async fn main() -> std::process::ExitCode {
     match run(Settings::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // Once, through the log (standard error), like every other line the server writes.
             tracing::error!("{e:#}");
-            eprintln!("tandem-server: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -171,6 +171,7 @@ fn refuses_a_corrupt_index_with_a_message() {
         stderr.contains("postings.weights") && stderr.contains("checksum mismatch"),
         "{stderr}"
     );
+    assert_eq!(stderr.matches("checksum mismatch").count(), 1, "{stderr}");
 }
 
 #[test]
