@@ -43,13 +43,17 @@ pub struct Listeners {
 
 /// Serves `index` with `options` until `shutdown` resolves, then stops accepting and lets
 /// in-flight calls finish. SIGHUP reloads the index from its directory (see
-/// [`admin::reload`]).
+/// [`admin::reload`]). Options that fail [`ServeOptions::validate`] are refused before anything
+/// is served.
 pub async fn serve(
     index: Index,
     options: ServeOptions,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid server options: {e}"))?;
     let max_message = options.max_message_bytes;
     let guard = auth::Guard(options.auth.clone());
     let tls = match &options.tls {
@@ -221,28 +225,41 @@ async fn watch_residency(shared: Arc<Shared>, stopped: impl Future<Output = ()>)
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when the
+/// future is first polled), so a signal arriving while the server starts up is not fatal.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the server");
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!("cannot listen for {name} ({e}); it will not stop the server");
+                None
+            }
+        };
+        let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+        async fn received(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
                 }
-            };
-        tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received, shutting down"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+                None => std::future::pending().await,
+            }
+        }
+        async move {
+            tokio::select! {
+                _ = received(&mut interrupt) => tracing::info!("SIGINT received, shutting down"),
+                _ = received(&mut terminate) => tracing::info!("SIGTERM received, shutting down"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
-        tracing::info!("interrupt received, shutting down");
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("interrupt received, shutting down");
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! The `tandem-server` binary: settings (flags, environment, TOML file), then serve.
 
 use anyhow::Context;
-use clap::Parser;
 use tandem_engine::Index;
 use tandem_server::settings::{Resolved, Settings};
 use tandem_server::Listeners;
@@ -16,7 +15,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run(Settings::parse()).await {
+    let flags = Settings::from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    match run(flags).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

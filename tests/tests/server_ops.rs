@@ -382,3 +382,49 @@ async fn reload_swaps_the_index_and_a_failed_reload_keeps_the_old_one() {
     assert_eq!(reply.info.unwrap().doc_count, 450);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_the_server_cannot_run_with_are_refused_before_serving() {
+    let synth = synthetic_index(100, 1, 16, 13).unwrap();
+    for (options, setting) in [
+        (
+            ServeOptions {
+                stream_window: 0,
+                ..ServeOptions::default()
+            },
+            "--stream-window = 0",
+        ),
+        (
+            ServeOptions {
+                workers: 0,
+                ..ServeOptions::default()
+            },
+            "--workers = 0",
+        ),
+        (
+            ServeOptions {
+                max_queue: usize::MAX,
+                ..ServeOptions::default()
+            },
+            "--max-queue",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = tandem_server::serve(
+            tandem_engine::Index::open(&synth.index).unwrap(),
+            options,
+            tandem_server::Listeners {
+                grpc: listener,
+                metrics: None,
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with("invalid server options: ")
+                && error.to_string().contains(setting),
+            "{error:#}"
+        );
+    }
+}
