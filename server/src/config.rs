@@ -1,4 +1,4 @@
-//! Server options: query defaults and limits, and their validation.
+//! Server options: query defaults and limits, credentials, and their validation.
 
 use crate::auth::Tokens;
 use crate::encode::EncoderSettings;
@@ -40,8 +40,17 @@ pub struct ServeOptions {
     pub stream_window: usize,
     /// How indexes are checked when loaded or reloaded.
     pub verify: Verify,
-    /// Bearer tokens required of every call but health checks (`None`: no auth).
+    /// Search tokens: bearer tokens granting `tandem.v1.Search` and reflection (`None`: search
+    /// needs no token). See [`crate::auth`].
     pub auth: Option<Tokens>,
+    /// Admin tokens: bearer tokens granting `tandem.v1.Admin` and search (`None`: Admin calls
+    /// are refused when `auth` is set, open when it is not).
+    pub admin_auth: Option<Tokens>,
+    /// ReloadIndex loads only directories under this one (`None`: under the parent directory of
+    /// the index served at start). The index served at start must be under it.
+    pub index_root: Option<PathBuf>,
+    /// Most ids in one Delete call.
+    pub max_delete_ids: usize,
     /// Serve TLS with this certificate chain and key (`None`: plaintext).
     pub tls: Option<TlsFiles>,
     /// The encoders of text queries (none by default).
@@ -76,6 +85,9 @@ impl Default for ServeOptions {
             stream_window: 16,
             verify: Verify::Full,
             auth: None,
+            admin_auth: None,
+            index_root: None,
+            max_delete_ids: 100_000,
             tls: None,
             encoders: EncoderSettings::none(),
         }
@@ -226,6 +238,7 @@ impl ServeOptions {
         within("--max-queue", self.max_queue, 1, MAX_QUEUE)?;
         within("--max-streams", self.max_streams, 1, usize::MAX)?;
         within("--stream-window", self.stream_window, 1, MAX_STREAM_WINDOW)?;
+        within("--max-delete-ids", self.max_delete_ids, 1, usize::MAX)?;
         // Room for [CLS] and [SEP].
         within(
             "--query-max-tokens",
@@ -261,7 +274,7 @@ mod tests {
     #[test]
     fn every_count_out_of_range_is_refused() {
         type Edit = fn(&mut ServeOptions);
-        let cases: [(Edit, &str, &str); 16] = [
+        let cases: [(Edit, &str, &str); 17] = [
             (|o| o.default_k = 0, "--default-k", "= 0: must be >= 1"),
             (|o| o.limits.max_k = 0, "--max-k", "= 0: must be >= 1"),
             (
@@ -314,6 +327,7 @@ mod tests {
                 "--stream-window",
                 "= 0: must be >= 1",
             ),
+            (|o| o.max_delete_ids = 0, "--max-delete-ids", ">= 1"),
         ];
         for (edit, setting, needle) in cases {
             let mut options = ServeOptions::default();

@@ -8,9 +8,9 @@
 //! 2`, `skip-checksums = true` (unknown keys are an error). A boolean setting takes an optional
 //! value on the command line (`--skip-checksums`, `--skip-checksums=false`) and `true`/`false`
 //! (or `1`/`0`, `yes`/`no`, `on`/`off`) in its environment variable, so a later source can turn
-//! off what an earlier one turned on; a flag given twice takes its last value. Auth tokens are
-//! never a flag (command lines are visible to other users): they come from `--auth-tokens-file`
-//! or the `TANDEM_AUTH_TOKENS` variable.
+//! off what an earlier one turned on; a flag given twice takes its last value. Tokens are never a flag (command lines are visible to
+//! other users): search tokens come from `--auth-tokens-file` or the `TANDEM_AUTH_TOKENS`
+//! variable, admin tokens from `--admin-tokens-file` or `TANDEM_ADMIN_TOKENS` ([`EnvTokens`]).
 
 use crate::auth::Tokens;
 use crate::config::{ServeOptions, TlsFiles};
@@ -95,6 +95,10 @@ pub struct Settings {
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
     #[arg(long, env = "TANDEM_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Serve tandem.v1.Admin (Delete, ReloadIndex), with health, on this address only; --listen
+    /// then refuses Admin calls (off unless given: Admin is served on --listen).
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Serve a demo index (built on first start under --demo-dir) and run a few queries on it.
     #[arg(long, env = "TANDEM_DEMO", num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_name = "BOOL", value_parser = boolish())]
@@ -148,6 +152,9 @@ pub struct Settings {
     /// Most queries in one SearchBatch call [default: 1024].
     #[arg(long, env = "TANDEM_MAX_BATCH")]
     pub max_batch: Option<usize>,
+    /// Most ids in one Delete call; more is RESOURCE_EXHAUSTED [default: 100000].
+    #[arg(long, env = "TANDEM_MAX_DELETE_IDS")]
+    pub max_delete_ids: Option<usize>,
     /// Largest gRPC request message, bytes [default: 33554432].
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -177,10 +184,21 @@ pub struct Settings {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Require `authorization: Bearer <token>` with one of the tokens in this file (one per
-    /// line) on every call but health checks. TANDEM_AUTH_TOKENS (comma-separated) adds more.
+    /// Search tokens: require `authorization: Bearer <token>` with one of the tokens in this
+    /// file (one per line) on Search and reflection calls. TANDEM_AUTH_TOKENS (comma-separated)
+    /// adds more. With search tokens but no admin token, Admin calls are refused.
     #[arg(long, env = "TANDEM_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Admin tokens: one of the tokens in this file (one per line) grants Admin calls (Delete,
+    /// ReloadIndex) and search. TANDEM_ADMIN_TOKENS (comma-separated) adds more. A search token
+    /// on an Admin call is PERMISSION_DENIED.
+    #[arg(long, env = "TANDEM_ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+    /// ReloadIndex loads only directories under this one, once symlinks are resolved (a relative
+    /// path is taken from it); --index must be under it [default: the parent directory of
+    /// --index].
+    #[arg(long, env = "TANDEM_INDEX_ROOT")]
+    pub index_root: Option<PathBuf>,
     /// Encode the sparse half of text queries with this BertForMaskedLM directory
     /// (config.json, model.safetensors, tokenizer.json), SPLADE-style.
     #[arg(long, env = "TANDEM_SPARSE_MODEL", conflicts_with = "sparse_table")]
@@ -257,6 +275,26 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// Tokens given in the environment (never as flags): `TANDEM_AUTH_TOKENS` (search) and
+/// `TANDEM_ADMIN_TOKENS` (admin), comma-separated.
+#[derive(Debug, Clone, Default)]
+pub struct EnvTokens {
+    /// The value of `TANDEM_AUTH_TOKENS`.
+    pub search: Option<String>,
+    /// The value of `TANDEM_ADMIN_TOKENS`.
+    pub admin: Option<String>,
+}
+
+impl EnvTokens {
+    /// The tokens in this process's environment.
+    pub fn from_env() -> EnvTokens {
+        EnvTokens {
+            search: std::env::var("TANDEM_AUTH_TOKENS").ok(),
+            admin: std::env::var("TANDEM_ADMIN_TOKENS").ok(),
+        }
+    }
+}
+
 /// Where the server listens and what it serves, besides the query options.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -272,6 +310,8 @@ pub struct Resolved {
     pub listen: String,
     /// Metrics address.
     pub metrics_listen: Option<String>,
+    /// The address serving Admin (and health) alone, when Admin has its own listener.
+    pub admin_listen: Option<String>,
     /// Query defaults, limits and transport options.
     pub options: ServeOptions,
 }
@@ -324,18 +364,19 @@ impl Settings {
     /// Each setting from `self` when given there, else from `other`.
     pub fn merge(self, other: Settings) -> Settings {
         first_of!(self, other;
-            index, listen, metrics_listen, demo, demo_dir, demo_evalset, skip_checksums,
-            default_k, default_kappa, default_cp_alpha, default_ee_beta, default_fusion_method,
-            default_fusion_weight, default_rrf_k, max_k, max_kappa, max_query_terms,
-            max_query_tokens, max_batch, max_message_bytes, no_prefetch, workers, max_queue,
-            max_streams, stream_window, tls_cert, tls_key, auth_tokens_file, sparse_model,
-            sparse_table, sparse_tokenizer, vector_model, vector_projection_mean,
-            vector_projection_matrix, query_max_tokens)
+            index, listen, metrics_listen, admin_listen, demo, demo_dir, demo_evalset,
+            skip_checksums, default_k, default_kappa, default_cp_alpha, default_ee_beta,
+            default_fusion_method, default_fusion_weight, default_rrf_k, max_k, max_kappa,
+            max_query_terms, max_query_tokens, max_batch, max_delete_ids, max_message_bytes,
+            no_prefetch, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
+            auth_tokens_file, admin_tokens_file, index_root, sparse_model, sparse_table,
+            sparse_tokenizer, vector_model, vector_projection_mean, vector_projection_matrix,
+            query_max_tokens)
     }
 
-    /// Fills in the defaults, loads the auth tokens (`env_tokens`: the value of
-    /// `TANDEM_AUTH_TOKENS`) and checks everything, naming the first bad setting and its origin.
-    pub fn resolve(mut self, env_tokens: Option<&str>) -> anyhow::Result<Resolved> {
+    /// Fills in the defaults, loads the tokens (the files given and `tokens`, from the
+    /// environment) and checks everything, naming the first bad setting and its origin.
+    pub fn resolve(mut self, tokens: &EnvTokens) -> anyhow::Result<Resolved> {
         let d = ServeOptions::default();
         let origins = std::mem::take(&mut self.origins);
         let demo = self.demo.unwrap_or(false);
@@ -420,7 +461,18 @@ impl Settings {
             } else {
                 Verify::Full
             },
-            auth: Tokens::load(self.auth_tokens_file.as_deref(), env_tokens)?,
+            auth: Tokens::load(
+                self.auth_tokens_file.as_deref(),
+                tokens.search.as_deref(),
+                "auth tokens",
+            )?,
+            admin_auth: Tokens::load(
+                self.admin_tokens_file.as_deref(),
+                tokens.admin.as_deref(),
+                "admin tokens",
+            )?,
+            index_root: self.index_root,
+            max_delete_ids: self.max_delete_ids.unwrap_or(d.max_delete_ids),
             tls,
             encoders,
         };
@@ -446,6 +498,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("../shared/evalsets/scifact")),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:50051".to_string()),
             metrics_listen: self.metrics_listen,
+            admin_listen: self.admin_listen,
             options,
         })
     }
@@ -460,9 +513,13 @@ mod tests {
         Settings::from_args(std::iter::once("tandem-server").chain(args.iter().copied())).unwrap()
     }
 
+    fn no_tokens() -> EnvTokens {
+        EnvTokens::default()
+    }
+
     #[test]
     fn no_settings_give_the_library_defaults() {
-        let resolved = parse(&["--index", "idx"]).resolve(None).unwrap();
+        let resolved = parse(&["--index", "idx"]).resolve(&no_tokens()).unwrap();
         assert_eq!(
             format!("{:?}", resolved.options),
             format!("{:?}", ServeOptions::default())
@@ -486,7 +543,11 @@ mod tests {
         )
         .unwrap();
         let flags = parse(&["--default-kappa", "40", "--default-rrf-k", "20"]);
-        let r = flags.merge(file).resolve(Some("t1,t2")).unwrap();
+        let tokens = EnvTokens {
+            search: Some("t1,t2".into()),
+            admin: None,
+        };
+        let r = flags.merge(file).resolve(&tokens).unwrap();
         assert_eq!(r.index, Some(PathBuf::from("from-file")));
         let o = &r.options;
         assert_eq!(o.default_kappa, 40);
@@ -494,7 +555,7 @@ mod tests {
         assert_eq!(o.default_ee_beta, None);
         assert_eq!(o.default_fusion.method, FusionMethod::Rrf { k: 20.0 });
         assert_eq!((o.workers, o.max_queue), (3, 7));
-        assert!(o.auth.is_some());
+        assert!(o.auth.is_some() && o.admin_auth.is_none());
         assert!(!format!("{o:?}").contains("t1"), "tokens are masked");
     }
 
@@ -512,7 +573,12 @@ mod tests {
         )
         .unwrap();
         let flags = parse(&["--query-max-tokens", "100"]);
-        let e = flags.merge(file).resolve(None).unwrap().options.encoders;
+        let e = flags
+            .merge(file)
+            .resolve(&no_tokens())
+            .unwrap()
+            .options
+            .encoders;
         assert_eq!(e.vector_model, Some(PathBuf::from("models/minilm")));
         assert_eq!(
             e.vector_projection,
@@ -520,10 +586,10 @@ mod tests {
         );
         assert_eq!(e.sparse_table, Some(PathBuf::from("idf.json")));
         assert_eq!((e.sparse_model, e.max_tokens), (None, 100));
-        let none = parse(&["--index", "i"]).resolve(None).unwrap();
+        let none = parse(&["--index", "i"]).resolve(&no_tokens()).unwrap();
         assert!(!none.options.encoders.any());
 
-        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        let err = |s: Settings| format!("{:#}", s.resolve(&no_tokens()).unwrap_err());
         let both: Settings =
             toml::from_str("index = \"i\"\nsparse-model = \"m\"\nsparse-table = \"t.json\"")
                 .unwrap();
@@ -545,7 +611,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        let err = |s: Settings| format!("{:#}", s.resolve(&no_tokens()).unwrap_err());
         assert!(err(parse(&[])).contains("--index"));
         assert!(err(parse(&["--index", "i", "--workers", "0"])).contains("--workers = 0"));
         assert!(err(parse(&["--index", "i", "--default-cp-alpha", "2"])).contains("cp-alpha"));
@@ -564,7 +630,7 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_named_with_where_it_came_from() {
-        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        let err = |s: Settings| format!("{:#}", s.resolve(&no_tokens()).unwrap_err());
         let message = err(parse(&["--index", "i", "--stream-window", "0"]));
         assert_eq!(
             message,
@@ -573,7 +639,7 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.toml");
-        std::fs::write(&path, "index = \"i\"\ndefault-k = 50\nmax-batch = 0\n").unwrap();
+        std::fs::write(&path, "index = \"i\"\ndefault-k = 50\nmax-delete-ids = 0\n").unwrap();
         let file = Settings::from_file(&path).unwrap();
         let message = err(parse(&["--max-k", "20"]).merge(file));
         assert!(
@@ -588,8 +654,8 @@ mod tests {
         let file = Settings::from_file(&path).unwrap();
         let message = err(parse(&["--default-k", "5"]).merge(file));
         assert!(
-            message.contains("--max-batch = 0: must be >= 1")
-                && message.contains("--max-batch given in the config file"),
+            message.contains("--max-delete-ids = 0: must be >= 1")
+                && message.contains("--max-delete-ids given in the config file"),
             "{message}"
         );
         let message = err(parse(&["--index", "i", "--default-k", "2000"]));
@@ -600,14 +666,14 @@ mod tests {
     fn booleans_can_be_turned_off_by_a_later_source() {
         let file: Settings =
             toml::from_str("index = \"i\"\nskip-checksums = true\nno-prefetch = true\n").unwrap();
-        let on = parse(&[]).merge(file).resolve(None).unwrap();
+        let on = parse(&[]).merge(file).resolve(&no_tokens()).unwrap();
         assert_eq!(on.options.verify, Verify::SkipChecksums);
         assert!(!on.options.prefetch);
 
         let file: Settings =
             toml::from_str("index = \"i\"\nskip-checksums = true\nno-prefetch = true\n").unwrap();
         let flags = parse(&["--skip-checksums=false", "--no-prefetch=no"]);
-        let off = flags.merge(file).resolve(None).unwrap();
+        let off = flags.merge(file).resolve(&no_tokens()).unwrap();
         assert_eq!(off.options.verify, Verify::Full);
         assert!(off.options.prefetch);
 
@@ -623,13 +689,54 @@ mod tests {
         let demo: Settings = toml::from_str("demo = true").unwrap();
         let resolved = parse(&["--demo=false", "--index", "i"])
             .merge(demo)
-            .resolve(None)
+            .resolve(&no_tokens())
             .unwrap();
         assert!(!resolved.demo);
         // The `parse_from` of clap alone reads the same flags.
         assert_eq!(
             Settings::parse_from(["tandem-server", "--demo"]).demo,
             Some(true)
+        );
+    }
+
+    #[test]
+    fn admin_settings_come_from_flags_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_file = dir.path().join("admin.txt");
+        std::fs::write(&admin_file, "w1\n").unwrap();
+        let file: Settings = toml::from_str(&format!(
+            "index = \"i\"\nadmin-listen = \"127.0.0.1:9\"\nindex-root = \"/srv\"\n\
+             max-delete-ids = 10\nadmin-tokens-file = {:?}\n",
+            admin_file.display().to_string()
+        ))
+        .unwrap();
+        let tokens = EnvTokens {
+            search: None,
+            admin: Some("w2".into()),
+        };
+        let r = parse(&["--max-delete-ids", "7"])
+            .merge(file)
+            .resolve(&tokens)
+            .unwrap();
+        assert_eq!(r.admin_listen.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(r.options.index_root, Some(PathBuf::from("/srv")));
+        assert_eq!(r.options.max_delete_ids, 7);
+        assert!(r.options.auth.is_none() && r.options.admin_auth.is_some());
+        let defaults = parse(&["--index", "i"]).resolve(&no_tokens()).unwrap();
+        assert_eq!(defaults.options.max_delete_ids, 100_000);
+        assert!(defaults.admin_listen.is_none() && defaults.options.index_root.is_none());
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nobody\n").unwrap();
+        let flags = parse(&[
+            "--index",
+            "i",
+            "--admin-tokens-file",
+            empty.to_str().unwrap(),
+        ]);
+        let message = format!("{:#}", flags.resolve(&no_tokens()).unwrap_err());
+        assert!(
+            message.contains("no token in the admin tokens file"),
+            "{message}"
         );
     }
 }

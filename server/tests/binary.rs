@@ -227,6 +227,43 @@ fn stop(child: &mut Child, addr: &str) {
 }
 
 #[test]
+fn warns_at_start_when_search_and_writes_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = small_index(dir.path());
+    let index = index.to_str().unwrap();
+    let (mut child, lines) = start(&["--index", index, "--listen", "127.0.0.1:0"]);
+    let addr = listen_addr(&wait_for(&lines, "listening"));
+    let warning = wait_for(&lines, "authentication is off");
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("writes")
+            && warning.contains("--auth-tokens-file")
+            && warning.contains("--admin-tokens-file"),
+        "{warning}"
+    );
+    stop(&mut child, &addr);
+
+    // Search tokens and no admin token: Admin is refused, and the log says so.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args(["--index", index, "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("TANDEM_AUTH_TOKENS", "reader")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = forward_lines(child.stderr.take().unwrap());
+    let addr = listen_addr(&wait_for(&lines, "listening"));
+    let admin = wait_for(&lines, "admin listener");
+    assert!(admin.contains("addr=127.0.0.1:"), "{admin}");
+    assert_ne!(listen_addr(&admin), addr);
+    let note = wait_for(&lines, "Admin calls (Delete, ReloadIndex) are refused");
+    assert!(!note.contains("WARN"), "{note}");
+    stop(&mut child, &addr);
+}
+
+#[test]
 fn settings_name_their_source_and_later_sources_turn_booleans_off() {
     let dir = tempfile::tempdir().unwrap();
     let index = small_index(dir.path());

@@ -346,9 +346,12 @@ async fn reload_swaps_the_index_and_a_failed_reload_keeps_the_old_one() {
     let first = synthetic_index(300, 3, 16, 11).unwrap();
     let second = synthetic_index(450, 3, 16, 12).unwrap();
     let qs = queries(&first);
-    let server = TestServer::start(&first.index, ServeOptions::default())
-        .await
-        .unwrap();
+    // The indexes are in different temporary directories: reloads may load any of them.
+    let options = ServeOptions {
+        index_root: Some(std::env::temp_dir()),
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start(&first.index, options).await.unwrap();
     let mut client = TandemClient::connect(&server.url).await.unwrap();
     assert_eq!(client.index_info().await.unwrap().doc_count, 300);
 
@@ -415,6 +418,7 @@ async fn options_the_server_cannot_run_with_are_refused_before_serving() {
             options,
             tandem_server::Listeners {
                 grpc: listener,
+                admin: None,
                 metrics: None,
             },
             std::future::pending(),
