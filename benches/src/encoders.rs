@@ -283,6 +283,7 @@ async fn serve_and_query(
         options,
         tandem_server::Listeners {
             grpc,
+            admin: None,
             metrics: None,
         },
         async {

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-use tandem_proto::v1::{FirstStage, FusionMethod};
+use tandem_proto::v1::{FirstStage, FusionMethod, IndexInfo};
 
 /// Query a tandem server.
 #[derive(Debug, Parser)]
@@ -25,11 +25,14 @@ pub struct Cli {
 pub enum Command {
     /// Run every query of a file (with SearchBatch) and write a TREC run.
     Search(Box<SearchArgs>),
-    /// Print what the server has loaded.
+    /// Print what the server has loaded: its index, defaults, limits and encoders.
     Info {
         /// The server.
         #[command(flatten)]
         server: ServerArgs,
+        /// Print every field of GetIndexInfo as one JSON object (proto field names) instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the server to load an index directory and swap it in (hot reload).
     Reload {
@@ -66,8 +69,8 @@ pub struct ServerArgs {
     /// Server name to verify in its certificate (default: the address's host).
     #[arg(long, env = "TANDEM_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
-    /// Bearer token sent with every call (prefer the environment variable: command lines are
-    /// visible to other users).
+    /// Bearer token sent with every call: a search token, or an admin token for `delete` and
+    /// `reload` (prefer the environment variable: command lines are visible to other users).
     #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -241,9 +244,13 @@ impl KnobArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Search(args) => search(*args).await.map(|_| ()),
-        Command::Info { server } => {
+        Command::Info { server, json } => {
             let info = server.connect().await?.index_info().await?;
-            println!("{info:#?}");
+            if json {
+                println!("{:#}", info_json(&info));
+            } else {
+                print!("{}", info_summary(&info));
+            }
             Ok(())
         }
         Command::Reload { server, path } => {
@@ -260,6 +267,229 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ids,
             batch_size,
         } => delete(&server, &ids, batch_size).await,
+    }
+}
+
+/// `tandem info`: the index and server description as aligned `key: value` lines.
+pub fn info_summary(info: &IndexInfo) -> String {
+    let off = |v: Option<String>| v.unwrap_or_else(|| "off".to_string());
+    let first_stage = match info.default_first_stage.as_str() {
+        "approximate" => format!(
+            "approximate (query_cut {}, rescore {})",
+            info.default_query_cut, info.default_rescore
+        ),
+        other => other.to_string(),
+    };
+    let fusion = match info.default_fusion_method.as_str() {
+        "rrf" => format!(
+            "rrf, weight {}, k {}",
+            info.default_fusion_weight, info.default_rrf_k
+        ),
+        method => format!("{method}, weight {}", info.default_fusion_weight),
+    };
+    let attributes = {
+        let mut kinds: Vec<String> = info
+            .attributes
+            .iter()
+            .map(|(name, kind)| format!("{name} ({kind})"))
+            .collect();
+        kinds.sort();
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        }
+    };
+    let mut lines: Vec<(&str, String)> = vec![
+        ("index", info.path.clone()),
+        (
+            "documents",
+            format!(
+                "{} ({} live, {} deleted)",
+                info.doc_count, info.live_count, info.deleted_count
+            ),
+        ),
+        ("vocabulary", format!("{} terms", info.vocab_size)),
+        ("postings", info.posting_count.to_string()),
+        (
+            "token vectors",
+            format!(
+                "{} of dim {}, codec {} ({:.1} bytes per token)",
+                info.token_count, info.dim, info.vector_codec, info.bytes_per_token
+            ),
+        ),
+        (
+            "size",
+            format!(
+                "{} (format version {})",
+                bytes(info.size_bytes),
+                info.format_version
+            ),
+        ),
+        ("attributes", attributes),
+        ("first stage", first_stage),
+        (
+            "defaults",
+            format!(
+                "k {}, kappa {}, CP(α) {}, EE(β) {}",
+                info.default_k,
+                info.default_kappa,
+                off(info.default_cp_alpha.map(|a| a.to_string())),
+                off(info.default_ee_beta.map(|b| b.to_string())),
+            ),
+        ),
+        ("fusion", fusion),
+        (
+            "limits",
+            format!("max_k {}, max_kappa {}", info.max_k, info.max_kappa),
+        ),
+        (
+            "workers",
+            format!("{} threads, queue of {}", info.workers, info.max_queue),
+        ),
+    ];
+    if info.encoders.is_empty() {
+        lines.push(("encoders", "none (pre-encoded queries only)".to_string()));
+    }
+    for e in &info.encoders {
+        let mut about = format!(
+            "{} from {}, up to {} tokens",
+            e.kind, e.source, e.max_tokens
+        );
+        if e.dim > 0 {
+            about.push_str(&format!(", dim {}", e.dim));
+        }
+        if !e.files.is_empty() {
+            about.push_str(&format!(", with {}", e.files.join(", ")));
+        }
+        lines.push(("encoder", format!("{}: {about}", e.role)));
+    }
+    lines.extend([
+        (
+            "server",
+            format!(
+                "tandem {} ({}, {}, {}), MaxSim kernel {}",
+                info.server_version,
+                info.build_target,
+                info.build_profile,
+                info.rustc_version,
+                info.maxsim_kernel
+            ),
+        ),
+        (
+            "uptime",
+            format!(
+                "{} (index loaded {} ago)",
+                duration(info.uptime_seconds),
+                duration(info.index_loaded_seconds_ago)
+            ),
+        ),
+    ]);
+    let mut parameters: Vec<(&String, &String)> = info.build_parameters.iter().collect();
+    parameters.sort();
+    let width = lines
+        .iter()
+        .map(|(key, _)| key.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut out = String::new();
+    for (key, value) in &lines {
+        out.push_str(&format!("{:<width$} {value}\n", format!("{key}:")));
+    }
+    if !parameters.is_empty() {
+        out.push_str("build parameters:\n");
+        for (name, value) in parameters {
+            out.push_str(&format!("  {name}: {value}\n"));
+        }
+    }
+    out
+}
+
+/// `tandem info --json`: every field of `info`, named as in the proto.
+pub fn info_json(info: &IndexInfo) -> serde_json::Value {
+    let encoders: Vec<serde_json::Value> = info
+        .encoders
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "role": e.role,
+                "kind": e.kind,
+                "source": e.source,
+                "max_tokens": e.max_tokens,
+                "dim": e.dim,
+                "files": e.files,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "path": info.path,
+        "doc_count": info.doc_count,
+        "live_count": info.live_count,
+        "deleted_count": info.deleted_count,
+        "vocab_size": info.vocab_size,
+        "token_count": info.token_count,
+        "dim": info.dim,
+        "vector_codec": info.vector_codec,
+        "bytes_per_token": info.bytes_per_token,
+        "format_version": info.format_version,
+        "posting_count": info.posting_count,
+        "size_bytes": info.size_bytes,
+        "build_parameters": info.build_parameters,
+        "attributes": info.attributes,
+        "default_first_stage": info.default_first_stage,
+        "default_query_cut": info.default_query_cut,
+        "default_rescore": info.default_rescore,
+        "default_k": info.default_k,
+        "default_kappa": info.default_kappa,
+        "default_cp_alpha": info.default_cp_alpha,
+        "default_ee_beta": info.default_ee_beta,
+        "default_fusion_method": info.default_fusion_method,
+        "default_fusion_weight": info.default_fusion_weight,
+        "default_rrf_k": info.default_rrf_k,
+        "max_k": info.max_k,
+        "max_kappa": info.max_kappa,
+        "workers": info.workers,
+        "max_queue": info.max_queue,
+        "encoders": encoders,
+        "server_version": info.server_version,
+        "build_target": info.build_target,
+        "build_profile": info.build_profile,
+        "rustc_version": info.rustc_version,
+        "maxsim_kernel": info.maxsim_kernel,
+        "uptime_seconds": info.uptime_seconds,
+        "index_loaded_seconds_ago": info.index_loaded_seconds_ago,
+    })
+}
+
+/// A byte count in binary units, e.g. `221.3 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} bytes"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// Seconds as the two largest units, e.g. `3h 02m`, `45s`.
+fn duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s:02}s"),
+        (0, _, _) => format!("{h}h {m:02}m"),
+        _ => format!("{d}d {h:02}h"),
     }
 }
 
@@ -350,4 +580,112 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
         queries: responses.len(),
         seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_proto::v1::EncoderInfo;
+
+    fn sample() -> IndexInfo {
+        IndexInfo {
+            path: "/srv/indexes/v2".into(),
+            doc_count: 5183,
+            live_count: 5180,
+            deleted_count: 3,
+            vocab_size: 30522,
+            token_count: 814_584,
+            dim: 128,
+            vector_codec: "f16".into(),
+            bytes_per_token: 256.0,
+            size_bytes: 232_000_000,
+            default_first_stage: "approximate".into(),
+            default_query_cut: 8,
+            default_rescore: 200,
+            default_k: 10,
+            default_kappa: 30,
+            default_cp_alpha: Some(0.05),
+            default_fusion_method: "zscore".into(),
+            default_fusion_weight: 0.2,
+            max_k: 1000,
+            max_kappa: 10000,
+            uptime_seconds: 3 * 3600 + 2 * 60 + 5,
+            index_loaded_seconds_ago: 45,
+            attributes: [("year".to_string(), "integer".to_string())]
+                .into_iter()
+                .collect(),
+            build_parameters: [("codec".to_string(), "f16".to_string())]
+                .into_iter()
+                .collect(),
+            encoders: vec![EncoderInfo {
+                role: "vectors".into(),
+                kind: "bert".into(),
+                source: "models/minilm".into(),
+                max_tokens: 128,
+                dim: 128,
+                files: vec![],
+            }],
+            ..IndexInfo::default()
+        }
+    }
+
+    #[test]
+    fn the_summary_is_aligned_key_value_lines() {
+        let text = info_summary(&sample());
+        for line in [
+            "documents:     5183 (5180 live, 3 deleted)",
+            "first stage:   approximate (query_cut 8, rescore 200)",
+            "defaults:      k 10, kappa 30, CP(α) 0.05, EE(β) off",
+            "size:          221.3 MiB (format version 0)",
+            "attributes:    year (integer)",
+            "encoder:       vectors: bert from models/minilm, up to 128 tokens, dim 128",
+            "uptime:        3h 02m (index loaded 45s ago)",
+            "  codec: f16",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+        assert!(!text.contains("IndexInfo {"), "not a Debug dump: {text}");
+        // Every value starts in the same column.
+        let value_at = |line: &str| {
+            let after = &line[line.find(':').unwrap() + 1..];
+            line.len() - after.trim_start().len()
+        };
+        let columns: Vec<usize> = text
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with("build parameters"))
+            .map(value_at)
+            .collect();
+        assert!(
+            columns.windows(2).all(|w| w[0] == w[1]),
+            "not aligned:\n{text}"
+        );
+        let bare = info_summary(&IndexInfo::default());
+        assert!(bare.contains("encoders:") && bare.contains("none (pre-encoded queries only)"));
+        assert!(bare.contains("attributes:    none"), "{bare}");
+    }
+
+    #[test]
+    fn the_json_has_every_field() {
+        let json = info_json(&sample());
+        assert_eq!(json["doc_count"], 5183);
+        assert_eq!(json["deleted_count"], 3);
+        assert_eq!(json["default_ee_beta"], serde_json::Value::Null);
+        assert_eq!(json["attributes"]["year"], "integer");
+        assert_eq!(json["encoders"][0]["source"], "models/minilm");
+        assert_eq!(json["build_parameters"]["codec"], "f16");
+        // One key per proto field.
+        assert_eq!(json.as_object().unwrap().len(), 36);
+    }
+
+    #[test]
+    fn units_are_readable() {
+        assert_eq!(bytes(512), "512 bytes");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(61), "1m 01s");
+        assert_eq!(duration(2 * 86_400 + 3600), "2d 01h");
+    }
 }

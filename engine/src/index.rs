@@ -11,7 +11,7 @@ use crate::sparse::InvertedIndex;
 use crate::tokens::{Codec, TokenStore};
 use crate::tombstones::Tombstones;
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// How much [`Index::open`] checks before serving.
@@ -307,12 +307,13 @@ impl Index {
     pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<DeleteOutcome> {
         let mut docs = Vec::with_capacity(ids.len());
         let mut unknown: Vec<String> = Vec::new();
+        // Each unknown id once, in the order of its first appearance, in time linear in `ids`.
+        let mut seen_unknown: HashSet<&str> = HashSet::new();
         for id in ids {
-            match self.doc_by_id(id.as_ref()) {
+            let id = id.as_ref();
+            match self.doc_by_id(id) {
                 Some(doc) => docs.push(doc),
-                None if !unknown.iter().any(|u| u == id.as_ref()) => {
-                    unknown.push(id.as_ref().to_string())
-                }
+                None if seen_unknown.insert(id) => unknown.push(id.to_string()),
                 None => {}
             }
         }

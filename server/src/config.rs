@@ -1,4 +1,4 @@
-//! Server options: query defaults and limits.
+//! Server options: query defaults and limits, credentials, and their validation.
 
 use crate::auth::Tokens;
 use crate::encode::EncoderSettings;
@@ -40,8 +40,17 @@ pub struct ServeOptions {
     pub stream_window: usize,
     /// How indexes are checked when loaded or reloaded.
     pub verify: Verify,
-    /// Bearer tokens required of every call but health checks (`None`: no auth).
+    /// Search tokens: bearer tokens granting `tandem.v1.Search` and reflection (`None`: search
+    /// needs no token). See [`crate::auth`].
     pub auth: Option<Tokens>,
+    /// Admin tokens: bearer tokens granting `tandem.v1.Admin` and search (`None`: Admin calls
+    /// are refused when `auth` is set, open when it is not).
+    pub admin_auth: Option<Tokens>,
+    /// ReloadIndex loads only directories under this one (`None`: under the parent directory of
+    /// the index served at start). The index served at start must be under it.
+    pub index_root: Option<PathBuf>,
+    /// Most ids in one Delete call.
+    pub max_delete_ids: usize,
     /// Serve TLS with this certificate chain and key (`None`: plaintext).
     pub tls: Option<TlsFiles>,
     /// The encoders of text queries (none by default).
@@ -76,6 +85,9 @@ impl Default for ServeOptions {
             stream_window: 16,
             verify: Verify::Full,
             auth: None,
+            admin_auth: None,
+            index_root: None,
+            max_delete_ids: 100_000,
             tls: None,
             encoders: EncoderSettings::none(),
         }
@@ -87,55 +99,153 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Most worker threads (far more than any machine has cores).
+pub const MAX_WORKERS: usize = 4096;
+/// Largest job queue (its slots are allocated up front).
+pub const MAX_QUEUE: usize = 1 << 20;
+/// Largest SearchStream window.
+pub const MAX_STREAM_WINDOW: usize = 1 << 16;
+
+/// An option the server cannot run with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidOption {
+    /// The setting at fault, as its flag (`--stream-window`).
+    pub setting: &'static str,
+    /// The other setting a relation between two involves (`--max-k` for `--default-k must be
+    /// <= --max-k`).
+    pub other: Option<&'static str>,
+    /// What is wrong, starting with the setting and its value.
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InvalidOption {}
+
+/// `Ok` when `ok`, else the [`InvalidOption`] of `setting` (and `other`) with `message`.
+fn require(
+    ok: bool,
+    setting: &'static str,
+    other: Option<&'static str>,
+    message: impl FnOnce() -> String,
+) -> Result<(), InvalidOption> {
+    match ok {
+        true => Ok(()),
+        false => Err(InvalidOption {
+            setting,
+            other,
+            message: message(),
+        }),
+    }
+}
+
+/// `Ok` when `min <= value <= max`, else the [`InvalidOption`] of `setting` saying so.
+fn within(
+    setting: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), InvalidOption> {
+    require(value >= min, setting, None, || {
+        format!("{setting} = {value}: must be >= {min}")
+    })?;
+    require(value <= max, setting, None, || {
+        format!("{setting} = {value}: must be <= {max}")
+    })
+}
+
 impl ServeOptions {
-    /// Checks the options are consistent, naming the first bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every option has a value the server can run with, naming the first that has not
+    /// (and its value). [`crate::serve`] refuses options that fail this.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
         let l = &self.limits;
-        let checks = [
-            (self.default_k >= 1, "--default-k must be >= 1"),
-            (self.default_k <= l.max_k, "--default-k must be <= --max-k"),
-            (
-                self.default_kappa <= l.max_kappa,
-                "--default-kappa must be <= --max-kappa",
-            ),
-            (l.max_k <= l.max_kappa, "--max-k must be <= --max-kappa"),
-            (
-                self.default_cp_alpha
-                    .is_none_or(|a| (0.0..=1.0).contains(&a)),
-                "--default-cp-alpha must be in [0, 1] (or off)",
-            ),
-            (
-                self.default_ee_beta.is_none_or(|b| b >= 1),
-                "--default-ee-beta must be >= 1 (or off)",
-            ),
-            (
-                (0.0..=MAX_FUSION_WEIGHT).contains(&self.default_fusion.weight),
-                "--default-fusion-weight must be in [0, 1e6]",
-            ),
-            (
-                self.default_rrf_k.is_finite() && self.default_rrf_k > 0.0,
-                "--default-rrf-k must be finite and > 0",
-            ),
-            (self.max_batch >= 1, "--max-batch must be >= 1"),
-            (l.max_query_tokens >= 1, "--max-query-tokens must be >= 1"),
-            (l.max_query_terms >= 1, "--max-query-terms must be >= 1"),
-            (
-                self.max_message_bytes >= 1024,
-                "--max-message-bytes must be >= 1024",
-            ),
-            (self.workers >= 1, "--workers must be >= 1"),
-            (self.max_queue >= 1, "--max-queue must be >= 1"),
-            (self.max_streams >= 1, "--max-streams must be >= 1"),
-            (self.stream_window >= 1, "--stream-window must be >= 1"),
-            (
-                self.encoders.max_tokens >= 2,
-                "--query-max-tokens must be >= 2 (room for [CLS] and [SEP])",
-            ),
-        ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, message)) => Err(message.to_string()),
-            None => Ok(()),
+        within("--default-k", self.default_k, 1, usize::MAX)?;
+        within("--max-k", l.max_k, 1, usize::MAX)?;
+        require(
+            self.default_k <= l.max_k,
+            "--default-k",
+            Some("--max-k"),
+            || {
+                format!(
+                    "--default-k = {} must be <= --max-k = {}",
+                    self.default_k, l.max_k
+                )
+            },
+        )?;
+        require(
+            l.max_k <= l.max_kappa,
+            "--max-kappa",
+            Some("--max-k"),
+            || {
+                format!(
+                    "--max-kappa = {} must be >= --max-k = {}",
+                    l.max_kappa, l.max_k
+                )
+            },
+        )?;
+        require(
+            self.default_kappa <= l.max_kappa,
+            "--default-kappa",
+            Some("--max-kappa"),
+            || {
+                format!(
+                    "--default-kappa = {} must be <= --max-kappa = {}",
+                    self.default_kappa, l.max_kappa
+                )
+            },
+        )?;
+        if let Some(alpha) = self.default_cp_alpha {
+            require(
+                (0.0..=1.0).contains(&alpha),
+                "--default-cp-alpha",
+                None,
+                || format!("--default-cp-alpha = {alpha}: must be in [0, 1] (or off)"),
+            )?;
         }
+        if let Some(beta) = self.default_ee_beta {
+            require(beta >= 1, "--default-ee-beta", None, || {
+                format!("--default-ee-beta = {beta}: must be >= 1 (or off)")
+            })?;
+        }
+        let weight = self.default_fusion.weight;
+        require(
+            (0.0..=MAX_FUSION_WEIGHT).contains(&weight),
+            "--default-fusion-weight",
+            None,
+            || format!("--default-fusion-weight = {weight}: must be in [0, 1e6]"),
+        )?;
+        let rrf_k = self.default_rrf_k;
+        require(
+            rrf_k.is_finite() && rrf_k > 0.0,
+            "--default-rrf-k",
+            None,
+            || format!("--default-rrf-k = {rrf_k}: must be finite and > 0"),
+        )?;
+        within("--max-batch", self.max_batch, 1, usize::MAX)?;
+        within("--max-query-tokens", l.max_query_tokens, 1, usize::MAX)?;
+        within("--max-query-terms", l.max_query_terms, 1, usize::MAX)?;
+        within(
+            "--max-message-bytes",
+            self.max_message_bytes,
+            1024,
+            usize::MAX,
+        )?;
+        within("--workers", self.workers, 1, MAX_WORKERS)?;
+        within("--max-queue", self.max_queue, 1, MAX_QUEUE)?;
+        within("--max-streams", self.max_streams, 1, usize::MAX)?;
+        within("--stream-window", self.stream_window, 1, MAX_STREAM_WINDOW)?;
+        within("--max-delete-ids", self.max_delete_ids, 1, usize::MAX)?;
+        // Room for [CLS] and [SEP].
+        within(
+            "--query-max-tokens",
+            self.encoders.max_tokens,
+            2,
+            usize::MAX,
+        )
     }
 }
 
@@ -150,14 +260,97 @@ mod tests {
             default_k: 2000,
             ..ServeOptions::default()
         };
+        let error = bad.validate().unwrap_err();
         assert_eq!(
-            bad.validate(),
-            Err("--default-k must be <= --max-k".to_string())
+            (error.setting, error.other),
+            ("--default-k", Some("--max-k"))
         );
-        let bad = ServeOptions {
-            max_batch: 0,
+        assert_eq!(
+            error.message,
+            "--default-k = 2000 must be <= --max-k = 1000"
+        );
+    }
+
+    #[test]
+    fn every_count_out_of_range_is_refused() {
+        type Edit = fn(&mut ServeOptions);
+        let cases: [(Edit, &str, &str); 17] = [
+            (|o| o.default_k = 0, "--default-k", "= 0: must be >= 1"),
+            (|o| o.limits.max_k = 0, "--max-k", "= 0: must be >= 1"),
+            (
+                |o| o.limits.max_kappa = 5,
+                "--max-kappa",
+                "must be >= --max-k",
+            ),
+            (
+                |o| o.default_kappa = 20_000,
+                "--default-kappa",
+                "<= --max-kappa",
+            ),
+            (
+                |o| o.default_cp_alpha = Some(f32::NAN),
+                "--default-cp-alpha",
+                "[0, 1]",
+            ),
+            (|o| o.default_ee_beta = Some(0), "--default-ee-beta", ">= 1"),
+            (
+                |o| o.default_fusion.weight = -1.0,
+                "--default-fusion-weight",
+                "[0, 1e6]",
+            ),
+            (
+                |o| o.default_rrf_k = f32::INFINITY,
+                "--default-rrf-k",
+                "finite",
+            ),
+            (|o| o.max_batch = 0, "--max-batch", ">= 1"),
+            (
+                |o| o.limits.max_query_tokens = 0,
+                "--max-query-tokens",
+                ">= 1",
+            ),
+            (
+                |o| o.limits.max_query_terms = 0,
+                "--max-query-terms",
+                ">= 1",
+            ),
+            (
+                |o| o.max_message_bytes = 10,
+                "--max-message-bytes",
+                ">= 1024",
+            ),
+            (|o| o.workers = 0, "--workers", ">= 1"),
+            (|o| o.max_queue = usize::MAX, "--max-queue", "<= 1048576"),
+            (|o| o.max_streams = 0, "--max-streams", ">= 1"),
+            (
+                |o| o.stream_window = 0,
+                "--stream-window",
+                "= 0: must be >= 1",
+            ),
+            (|o| o.max_delete_ids = 0, "--max-delete-ids", ">= 1"),
+        ];
+        for (edit, setting, needle) in cases {
+            let mut options = ServeOptions::default();
+            edit(&mut options);
+            let error = options.validate().unwrap_err();
+            assert_eq!(error.setting, setting, "{error}");
+            assert!(
+                error.message.starts_with(setting) && error.message.contains(needle),
+                "{error}"
+            );
+        }
+        let huge_window = ServeOptions {
+            stream_window: MAX_STREAM_WINDOW + 1,
             ..ServeOptions::default()
         };
-        assert_eq!(bad.validate(), Err("--max-batch must be >= 1".to_string()));
+        assert!(huge_window.validate().is_err());
+        let huge_pool = ServeOptions {
+            workers: MAX_WORKERS + 1,
+            ..ServeOptions::default()
+        };
+        assert!(huge_pool.validate().is_err());
+        let mut short = ServeOptions::default();
+        short.encoders.max_tokens = 1;
+        assert_eq!(short.validate().unwrap_err().setting, "--query-max-tokens");
     }
 }

@@ -1,7 +1,8 @@
-//! `tandem-server`: serves one index over gRPC (`tandem.v1.Search`, plus the standard health
-//! and reflection services). The service is a thin adapter: requests are converted to engine
-//! queries ([`convert`]), run on blocking threads off the async reactor, and engine errors are
-//! mapped to gRPC status codes in one place ([`status`]).
+//! `tandem-server`: serves one index over gRPC (`tandem.v1.Search` and `tandem.v1.Admin`, plus
+//! the standard health and reflection services). The service is a thin adapter: requests are
+//! converted to engine queries ([`convert`]), run on blocking threads off the async reactor, and
+//! engine errors are mapped to gRPC status codes in one place ([`status`]). Admin calls need
+//! admin rights ([`auth`]) and may have a listener of their own ([`Listeners::admin`]).
 
 #![warn(missing_docs)]
 
@@ -35,23 +36,36 @@ use tonic::transport::{Identity, ServerTlsConfig};
 
 /// The sockets a server answers on.
 pub struct Listeners {
-    /// gRPC (Search, Admin, health, reflection).
+    /// gRPC: Search, health, reflection, and Admin unless `admin` is given.
     pub grpc: TcpListener,
+    /// gRPC for Admin and health alone (`--admin-listen`), when wanted; `grpc` then refuses
+    /// Admin calls (see [`admin::Elsewhere`]).
+    pub admin: Option<TcpListener>,
     /// Prometheus text metrics at `/metrics` over HTTP, when wanted.
     pub metrics: Option<TcpListener>,
 }
 
-/// Serves `index` with `options` until `shutdown` resolves, then stops accepting and lets
-/// in-flight calls finish. SIGHUP reloads the index from its directory (see
-/// [`admin::reload`]).
+/// Serves `index` with `options` until `shutdown` resolves, then stops accepting (on every
+/// listener) and lets in-flight calls finish. SIGHUP reloads the index from its directory (see
+/// [`admin::reload`]). Options that fail [`ServeOptions::validate`], and an index outside
+/// `options.index_root`, are refused before anything is served.
 pub async fn serve(
     index: Index,
     options: ServeOptions,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid server options: {e}"))?;
+    let root = admin::IndexRoot::new(options.index_root.as_deref(), index.dir())?;
+    tracing::info!(root = %root.path().display(), "ReloadIndex loads directories under this root");
+    let credentials = auth::Credentials {
+        search: options.auth.clone(),
+        admin: options.admin_auth.clone(),
+    };
+    log_open_access(&credentials);
     let max_message = options.max_message_bytes;
-    let guard = auth::Guard(options.auth.clone());
     let tls = match &options.tls {
         Some(files) => Some(tls_config(files)?),
         None => None,
@@ -74,8 +88,12 @@ pub async fn serve(
         .context("cannot build the reflection service")?;
     let search = SearchServer::new(service::SearchService::new(shared.clone()))
         .max_decoding_message_size(max_message);
-    let admin = AdminServer::new(admin::AdminService::new(shared.clone()))
-        .max_decoding_message_size(max_message);
+    let admin = tonic::service::interceptor::InterceptedService::new(
+        AdminServer::new(admin::AdminService::new(shared.clone(), root))
+            .max_decoding_message_size(max_message),
+        auth::Guard::admin(credentials.clone()),
+    );
+    let search_guard = auth::Guard::search(credentials);
 
     // One shutdown signal for the gRPC server, the metrics endpoint and the SIGHUP listener.
     let (stop, stopped) = watch::channel(false);
@@ -97,37 +115,74 @@ pub async fn serve(
         .metrics
         .map(|listener| tokio::spawn(metrics::serve(shared.clone(), listener, when_stopped())));
 
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).context("cannot configure TLS")?;
-    }
-    builder
-        .layer(wire::WireLayer::new(max_message))
-        .layer(request_id::RequestIdLayer)
-        .layer(deadline::layer())
-        .add_service(health_service)
+    // Both listeners speak gRPC with the same TLS identity and the same layers.
+    let builder = || -> anyhow::Result<_> {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls.clone() {
+            builder = builder.tls_config(tls).context("cannot configure TLS")?;
+        }
+        Ok(builder
+            .layer(wire::WireLayer::new(max_message))
+            .layer(request_id::RequestIdLayer)
+            .layer(deadline::layer()))
+    };
+    // Small gRPC answers must not wait for Nagle's algorithm (40 ms stalls with delayed ACKs).
+    let incoming =
+        |listener| tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let main = builder()?
+        .add_service(health_service.clone())
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,
-            guard.clone(),
+            search_guard.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             search,
-            guard.clone(),
-        ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            admin, guard,
-        ))
-        // Small gRPC answers must not wait for Nagle's algorithm (40 ms stalls with delayed ACKs).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-            when_stopped(),
-        )
-        .await
-        .context("gRPC server failed")?;
+            search_guard,
+        ));
+    match listeners.admin {
+        None => main
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming(listeners.grpc), when_stopped())
+            .await
+            .context("gRPC server failed")?,
+        Some(admin_listener) => {
+            let main = main
+                .add_service(AdminServer::new(admin::Elsewhere))
+                .serve_with_incoming_shutdown(incoming(listeners.grpc), when_stopped());
+            let admin = builder()?
+                .add_service(health_service)
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming(admin_listener), when_stopped());
+            let main = async { main.await.context("gRPC server failed") };
+            let admin = async { admin.await.context("admin gRPC server failed") };
+            tokio::try_join!(main, admin)?;
+        }
+    }
     if let Some(metrics) = metrics {
         metrics.await.context("metrics server task failed")??;
     }
     Ok(())
+}
+
+/// Logs at start who may call what when credentials leave something open: a warning when
+/// anyone reaching the server can search or write, a note when Admin calls are refused to all.
+fn log_open_access(credentials: &auth::Credentials) {
+    match (&credentials.search, &credentials.admin) {
+        (None, None) => tracing::warn!(
+            "authentication is off: search and writes (Admin: Delete, ReloadIndex) are open to \
+             anyone who reaches the server; set --auth-tokens-file or TANDEM_AUTH_TOKENS \
+             (search) and --admin-tokens-file or TANDEM_ADMIN_TOKENS (admin) to close them"
+        ),
+        (None, Some(_)) => tracing::warn!(
+            "search needs no token (no --auth-tokens-file or TANDEM_AUTH_TOKENS): anyone who \
+             reaches the server can search; Admin calls need an admin token"
+        ),
+        (Some(_), None) => tracing::info!(
+            "no admin tokens (--admin-tokens-file or TANDEM_ADMIN_TOKENS): Admin calls (Delete, \
+             ReloadIndex) are refused"
+        ),
+        (Some(_), Some(_)) => {}
+    }
 }
 
 /// Loads the configured query encoders off the reactor and checks that their token vectors fit
@@ -221,28 +276,41 @@ async fn watch_residency(shared: Arc<Shared>, stopped: impl Future<Output = ()>)
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when the
+/// future is first polled), so a signal arriving while the server starts up is not fatal.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM ({e}); only SIGINT stops the server");
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!("cannot listen for {name} ({e}); it will not stop the server");
+                None
+            }
+        };
+        let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+        async fn received(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
                 }
-            };
-        tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received, shutting down"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+                None => std::future::pending().await,
+            }
+        }
+        async move {
+            tokio::select! {
+                _ = received(&mut interrupt) => tracing::info!("SIGINT received, shutting down"),
+                _ = received(&mut terminate) => tracing::info!("SIGTERM received, shutting down"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
-        tracing::info!("interrupt received, shutting down");
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("interrupt received, shutting down");
+        }
     }
 }

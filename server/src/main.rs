@@ -1,9 +1,8 @@
 //! The `tandem-server` binary: settings (flags, environment, TOML file), then serve.
 
 use anyhow::Context;
-use clap::Parser;
 use tandem_engine::Index;
-use tandem_server::settings::{Resolved, Settings};
+use tandem_server::settings::{EnvTokens, Resolved, Settings};
 use tandem_server::Listeners;
 
 #[tokio::main]
@@ -16,7 +15,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run(Settings::parse()).await {
+    let flags = Settings::from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    match run(flags).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Once, through the log (standard error), like every other line the server writes.
@@ -31,7 +31,6 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         Some(path) => flags.merge(Settings::from_file(&path)?),
         None => flags,
     };
-    let tokens = std::env::var("TANDEM_AUTH_TOKENS").ok();
     let Resolved {
         index,
         demo,
@@ -39,11 +38,13 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         demo_evalset,
         listen,
         metrics_listen,
+        admin_listen,
         options,
-    } = settings.resolve(tokens.as_deref())?;
+    } = settings.resolve(&EnvTokens::from_env())?;
     tracing::info!(
         %listen,
         metrics_listen = metrics_listen.as_deref().unwrap_or("off"),
+        admin_listen = admin_listen.as_deref().unwrap_or("off"),
         ?options,
         "effective configuration"
     );
@@ -95,13 +96,34 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let admin = match &admin_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (--admin-listen)"))?,
+        ),
+        None => None,
+    };
     let scheme = if options.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    tracing::info!(%addr, tls = options.tls.is_some(), auth = options.auth.is_some(),
-        "tandem.v1.Search, tandem.v1.Admin, grpc.health.v1 and reflection listening");
+    let (tls, auth, admin_auth) = (
+        options.tls.is_some(),
+        options.auth.is_some(),
+        options.admin_auth.is_some(),
+    );
+    match &admin {
+        None => tracing::info!(%addr, tls, auth, admin_auth,
+            "tandem.v1.Search, tandem.v1.Admin, grpc.health.v1 and reflection listening"),
+        Some(listener) => {
+            tracing::info!(%addr, tls, auth,
+                "tandem.v1.Search, grpc.health.v1 and reflection listening");
+            tracing::info!(addr = %listener.local_addr()?, tls, admin_auth,
+                "admin listener: tandem.v1.Admin and grpc.health.v1 listening");
+        }
+    }
     if let Some((corpus, _)) = demo {
         let url = format!("{scheme}://{addr}");
         tokio::spawn(async move {
@@ -113,7 +135,11 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     tandem_server::serve(
         index,
         options,
-        Listeners { grpc, metrics },
+        Listeners {
+            grpc,
+            admin,
+            metrics,
+        },
         tandem_server::shutdown_signal(),
     )
     .await?;

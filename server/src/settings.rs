@@ -3,16 +3,24 @@
 //!
 //! Every setting is optional at each level; [`Settings::merge`] keeps the first one given, and
 //! [`Settings::resolve`] fills in the defaults (those of [`ServeOptions::default`]) and checks
-//! the result. The TOML file uses the flag names as keys, e.g. `default-kappa = 50`,
-//! `default-cp-alpha = "off"`, `workers = 2` (unknown keys are an error). Auth tokens are never
-//! a flag (command lines are visible to other users): they come from `--auth-tokens-file` or the
-//! `TANDEM_AUTH_TOKENS` variable.
+//! the result, naming the bad setting and where its value came from ([`Origin`]). The TOML file
+//! uses the flag names as keys, e.g. `default-kappa = 50`, `default-cp-alpha = "off"`, `workers =
+//! 2`, `skip-checksums = true` (unknown keys are an error). A boolean setting takes an optional
+//! value on the command line (`--skip-checksums`, `--skip-checksums=false`) and `true`/`false`
+//! (or `1`/`0`, `yes`/`no`, `on`/`off`) in its environment variable, so a later source can turn
+//! off what an earlier one turned on; a flag given twice takes its last value. Tokens are never a flag (command lines are visible to
+//! other users): search tokens come from `--auth-tokens-file` or the `TANDEM_AUTH_TOKENS`
+//! variable, admin tokens from `--admin-tokens-file` or `TANDEM_ADMIN_TOKENS` ([`EnvTokens`]).
 
 use crate::auth::Tokens;
 use crate::config::{ServeOptions, TlsFiles};
 use crate::encode::EncoderSettings;
 use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use tandem_engine::{Fusion, FusionMethod, Limits, Verify};
 
@@ -62,7 +70,8 @@ impl<'de, T: Deserialize<'de> + std::str::FromStr> Deserialize<'de> for Switch<T
 #[command(
     name = "tandem-server",
     version,
-    about = "Serve a tandem index over gRPC."
+    about = "Serve a tandem index over gRPC.",
+    args_override_self = true
 )]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
@@ -71,6 +80,12 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Where each setting given came from, by flag (filled by [`Settings::from_args`] and
+    /// [`Settings::from_file`], kept by [`Settings::merge`]; a setting missing here is described
+    /// as the default).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub origins: BTreeMap<String, Origin>,
     /// The index directory to serve (built by `tandem-index build`).
     #[arg(long, env = "TANDEM_INDEX")]
     pub index: Option<PathBuf>,
@@ -80,9 +95,14 @@ pub struct Settings {
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
     #[arg(long, env = "TANDEM_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Serve tandem.v1.Admin (Delete, ReloadIndex), with health, on this address only; --listen
+    /// then refuses Admin calls (off unless given: Admin is served on --listen).
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Serve a demo index (built on first start under --demo-dir) and run a few queries on it.
-    #[arg(long, env = "TANDEM_DEMO")]
-    pub demo: bool,
+    #[arg(long, env = "TANDEM_DEMO", num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", value_name = "BOOL", value_parser = boolish())]
+    pub demo: Option<bool>,
     /// Where the demo index (and a synthetic corpus, if needed) are kept [default:
     /// target/tandem-demo].
     #[arg(long, env = "TANDEM_DEMO_DIR")]
@@ -92,8 +112,9 @@ pub struct Settings {
     pub demo_evalset: Option<PathBuf>,
     /// Skip recomputing file checksums at load and reload (sizes and invariants are still
     /// checked).
-    #[arg(long, env = "TANDEM_SKIP_CHECKSUMS")]
-    pub skip_checksums: bool,
+    #[arg(long, env = "TANDEM_SKIP_CHECKSUMS", num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", value_name = "BOOL", value_parser = boolish())]
+    pub skip_checksums: Option<bool>,
     /// k when a request does not set it [default: 10].
     #[arg(long, env = "TANDEM_DEFAULT_K")]
     pub default_k: Option<usize>,
@@ -131,6 +152,9 @@ pub struct Settings {
     /// Most queries in one SearchBatch call [default: 1024].
     #[arg(long, env = "TANDEM_MAX_BATCH")]
     pub max_batch: Option<usize>,
+    /// Most ids in one Delete call; more is RESOURCE_EXHAUSTED [default: 100000].
+    #[arg(long, env = "TANDEM_MAX_DELETE_IDS")]
+    pub max_delete_ids: Option<usize>,
     /// Largest gRPC request message, bytes [default: 33554432].
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -138,8 +162,9 @@ pub struct Settings {
     /// on by default while some page of the token files is not in memory (checked every 5 s):
     /// ~100× faster reranking of cold candidates; skipped while every page is in memory, where
     /// its system call per candidate would only cost time.
-    #[arg(long, env = "TANDEM_NO_PREFETCH")]
-    pub no_prefetch: bool,
+    #[arg(long, env = "TANDEM_NO_PREFETCH", num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", value_name = "BOOL", value_parser = boolish())]
+    pub no_prefetch: Option<bool>,
     /// Worker threads running queries [default: the number of cores].
     #[arg(long, env = "TANDEM_WORKERS")]
     pub workers: Option<usize>,
@@ -159,10 +184,21 @@ pub struct Settings {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Require `authorization: Bearer <token>` with one of the tokens in this file (one per
-    /// line) on every call but health checks. TANDEM_AUTH_TOKENS (comma-separated) adds more.
+    /// Search tokens: require `authorization: Bearer <token>` with one of the tokens in this
+    /// file (one per line) on Search and reflection calls. TANDEM_AUTH_TOKENS (comma-separated)
+    /// adds more. With search tokens but no admin token, Admin calls are refused.
     #[arg(long, env = "TANDEM_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Admin tokens: one of the tokens in this file (one per line) grants Admin calls (Delete,
+    /// ReloadIndex) and search. TANDEM_ADMIN_TOKENS (comma-separated) adds more. A search token
+    /// on an Admin call is PERMISSION_DENIED.
+    #[arg(long, env = "TANDEM_ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+    /// ReloadIndex loads only directories under this one, once symlinks are resolved (a relative
+    /// path is taken from it); --index must be under it [default: the parent directory of
+    /// --index].
+    #[arg(long, env = "TANDEM_INDEX_ROOT")]
+    pub index_root: Option<PathBuf>,
     /// Encode the sparse half of text queries with this BertForMaskedLM directory
     /// (config.json, model.safetensors, tokenizer.json), SPLADE-style.
     #[arg(long, env = "TANDEM_SPARSE_MODEL", conflicts_with = "sparse_table")]
@@ -199,17 +235,64 @@ pub struct Settings {
     pub query_max_tokens: Option<usize>,
 }
 
-/// Keeps `$a.field` if set, else takes `$b.field`, for each listed option field.
+/// Keeps `$a.field` if set, else takes `$b.field`, for each listed option field, and the
+/// origins of the fields kept.
 macro_rules! first_of {
-    ($a:ident, $b:ident; $($field:ident),* $(,)?) => {
+    ($a:ident, $b:ident; $($field:ident),* $(,)?) => {{
+        let mut origins = $b.origins;
+        origins.extend($a.origins);
         Settings {
             config: $a.config.or($b.config),
-            demo: $a.demo || $b.demo,
-            skip_checksums: $a.skip_checksums || $b.skip_checksums,
-            no_prefetch: $a.no_prefetch || $b.no_prefetch,
+            origins,
             $($field: $a.$field.or($b.$field),)*
         }
-    };
+    }};
+}
+
+/// The parser of boolean settings: `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The command line.
+    Flag,
+    /// This environment variable.
+    Env(String),
+    /// This TOML file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag => write!(f, "given on the command line"),
+            Origin::Env(name) => write!(f, "given by the environment variable {name}"),
+            Origin::File(path) => write!(f, "given in the config file {}", path.display()),
+        }
+    }
+}
+
+/// Tokens given in the environment (never as flags): `TANDEM_AUTH_TOKENS` (search) and
+/// `TANDEM_ADMIN_TOKENS` (admin), comma-separated.
+#[derive(Debug, Clone, Default)]
+pub struct EnvTokens {
+    /// The value of `TANDEM_AUTH_TOKENS`.
+    pub search: Option<String>,
+    /// The value of `TANDEM_ADMIN_TOKENS`.
+    pub admin: Option<String>,
+}
+
+impl EnvTokens {
+    /// The tokens in this process's environment.
+    pub fn from_env() -> EnvTokens {
+        EnvTokens {
+            search: std::env::var("TANDEM_AUTH_TOKENS").ok(),
+            admin: std::env::var("TANDEM_ADMIN_TOKENS").ok(),
+        }
+    }
 }
 
 /// Where the server listens and what it serves, besides the query options.
@@ -227,39 +310,82 @@ pub struct Resolved {
     pub listen: String,
     /// Metrics address.
     pub metrics_listen: Option<String>,
+    /// The address serving Admin (and health) alone, when Admin has its own listener.
+    pub admin_listen: Option<String>,
     /// Query defaults, limits and transport options.
     pub options: ServeOptions,
 }
 
 impl Settings {
+    /// The settings of the command line `args` (the program name first) and of the `TANDEM_*`
+    /// environment variables, with their origins.
+    pub fn from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Settings::command();
+        let matches = command.clone().try_get_matches_from(args)?;
+        let mut settings = Settings::from_arg_matches(&matches)?;
+        for arg in command.get_arguments() {
+            let (Some(long), Some(source)) =
+                (arg.get_long(), matches.value_source(arg.get_id().as_str()))
+            else {
+                continue;
+            };
+            let origin = match source {
+                ValueSource::CommandLine => Origin::Flag,
+                ValueSource::EnvVariable => Origin::Env(
+                    arg.get_env()
+                        .map(|name| name.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ),
+                _ => continue,
+            };
+            settings.origins.insert(format!("--{long}"), origin);
+        }
+        Ok(settings)
+    }
+
     /// Reads a TOML settings file.
     pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        let context = || format!("config file {}", path.display());
+        let mut settings: Settings = toml::from_str(&text).with_context(context)?;
+        let table: toml::Table = text.parse().with_context(context)?;
+        settings.origins = table
+            .keys()
+            .map(|key| (format!("--{key}"), Origin::File(path.to_path_buf())))
+            .collect();
+        Ok(settings)
     }
 
     /// Each setting from `self` when given there, else from `other`.
     pub fn merge(self, other: Settings) -> Settings {
         first_of!(self, other;
-            index, listen, metrics_listen, demo_dir, demo_evalset, default_k, default_kappa,
-            default_cp_alpha, default_ee_beta, default_fusion_method, default_fusion_weight,
-            default_rrf_k, max_k, max_kappa, max_query_terms, max_query_tokens, max_batch,
-            max_message_bytes, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
-            auth_tokens_file, sparse_model, sparse_table, sparse_tokenizer, vector_model,
-            vector_projection_mean, vector_projection_matrix, query_max_tokens)
+            index, listen, metrics_listen, admin_listen, demo, demo_dir, demo_evalset,
+            skip_checksums, default_k, default_kappa, default_cp_alpha, default_ee_beta,
+            default_fusion_method, default_fusion_weight, default_rrf_k, max_k, max_kappa,
+            max_query_terms, max_query_tokens, max_batch, max_delete_ids, max_message_bytes,
+            no_prefetch, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
+            auth_tokens_file, admin_tokens_file, index_root, sparse_model, sparse_table,
+            sparse_tokenizer, vector_model, vector_projection_mean, vector_projection_matrix,
+            query_max_tokens)
     }
 
-    /// Fills in the defaults, loads the auth tokens (`env_tokens`: the value of
-    /// `TANDEM_AUTH_TOKENS`) and checks everything, naming the first bad setting.
-    pub fn resolve(self, env_tokens: Option<&str>) -> anyhow::Result<Resolved> {
+    /// Fills in the defaults, loads the tokens (the files given and `tokens`, from the
+    /// environment) and checks everything, naming the first bad setting and its origin.
+    pub fn resolve(mut self, tokens: &EnvTokens) -> anyhow::Result<Resolved> {
         let d = ServeOptions::default();
+        let origins = std::mem::take(&mut self.origins);
+        let demo = self.demo.unwrap_or(false);
         anyhow::ensure!(
-            self.demo || self.index.is_some(),
+            demo || self.index.is_some(),
             "--index DIR is required (or --demo)"
         );
         anyhow::ensure!(
-            !(self.demo && self.index.is_some()),
+            !(demo && self.index.is_some()),
             "--index and --demo exclude each other"
         );
         let rrf_k = self.default_rrf_k.unwrap_or(d.default_rrf_k);
@@ -325,26 +451,45 @@ impl Settings {
             },
             max_batch: self.max_batch.unwrap_or(d.max_batch),
             max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
-            prefetch: !self.no_prefetch,
+            prefetch: !self.no_prefetch.unwrap_or(false),
             workers: self.workers.unwrap_or(d.workers),
             max_queue: self.max_queue.unwrap_or(d.max_queue),
             max_streams: self.max_streams.unwrap_or(d.max_streams),
             stream_window: self.stream_window.unwrap_or(d.stream_window),
-            verify: if self.skip_checksums {
+            verify: if self.skip_checksums.unwrap_or(false) {
                 Verify::SkipChecksums
             } else {
                 Verify::Full
             },
-            auth: Tokens::load(self.auth_tokens_file.as_deref(), env_tokens)?,
+            auth: Tokens::load(
+                self.auth_tokens_file.as_deref(),
+                tokens.search.as_deref(),
+                "auth tokens",
+            )?,
+            admin_auth: Tokens::load(
+                self.admin_tokens_file.as_deref(),
+                tokens.admin.as_deref(),
+                "admin tokens",
+            )?,
+            index_root: self.index_root,
+            max_delete_ids: self.max_delete_ids.unwrap_or(d.max_delete_ids),
             tls,
             encoders,
         };
-        options
-            .validate()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        options.validate().map_err(|e| {
+            let described = std::iter::once(e.setting)
+                .chain(e.other)
+                .map(|setting| match origins.get(setting) {
+                    Some(origin) => format!("{setting} {origin}"),
+                    None => format!("{setting} is the default"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            anyhow::anyhow!("invalid configuration: {e} ({described})")
+        })?;
         Ok(Resolved {
             index: self.index,
-            demo: self.demo,
+            demo,
             demo_dir: self
                 .demo_dir
                 .unwrap_or_else(|| PathBuf::from("target/tandem-demo")),
@@ -353,6 +498,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("../shared/evalsets/scifact")),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:50051".to_string()),
             metrics_listen: self.metrics_listen,
+            admin_listen: self.admin_listen,
             options,
         })
     }
@@ -364,12 +510,16 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Settings {
-        Settings::parse_from(std::iter::once("tandem-server").chain(args.iter().copied()))
+        Settings::from_args(std::iter::once("tandem-server").chain(args.iter().copied())).unwrap()
+    }
+
+    fn no_tokens() -> EnvTokens {
+        EnvTokens::default()
     }
 
     #[test]
     fn no_settings_give_the_library_defaults() {
-        let resolved = parse(&["--index", "idx"]).resolve(None).unwrap();
+        let resolved = parse(&["--index", "idx"]).resolve(&no_tokens()).unwrap();
         assert_eq!(
             format!("{:?}", resolved.options),
             format!("{:?}", ServeOptions::default())
@@ -393,7 +543,11 @@ mod tests {
         )
         .unwrap();
         let flags = parse(&["--default-kappa", "40", "--default-rrf-k", "20"]);
-        let r = flags.merge(file).resolve(Some("t1,t2")).unwrap();
+        let tokens = EnvTokens {
+            search: Some("t1,t2".into()),
+            admin: None,
+        };
+        let r = flags.merge(file).resolve(&tokens).unwrap();
         assert_eq!(r.index, Some(PathBuf::from("from-file")));
         let o = &r.options;
         assert_eq!(o.default_kappa, 40);
@@ -401,7 +555,7 @@ mod tests {
         assert_eq!(o.default_ee_beta, None);
         assert_eq!(o.default_fusion.method, FusionMethod::Rrf { k: 20.0 });
         assert_eq!((o.workers, o.max_queue), (3, 7));
-        assert!(o.auth.is_some());
+        assert!(o.auth.is_some() && o.admin_auth.is_none());
         assert!(!format!("{o:?}").contains("t1"), "tokens are masked");
     }
 
@@ -419,7 +573,12 @@ mod tests {
         )
         .unwrap();
         let flags = parse(&["--query-max-tokens", "100"]);
-        let e = flags.merge(file).resolve(None).unwrap().options.encoders;
+        let e = flags
+            .merge(file)
+            .resolve(&no_tokens())
+            .unwrap()
+            .options
+            .encoders;
         assert_eq!(e.vector_model, Some(PathBuf::from("models/minilm")));
         assert_eq!(
             e.vector_projection,
@@ -427,10 +586,10 @@ mod tests {
         );
         assert_eq!(e.sparse_table, Some(PathBuf::from("idf.json")));
         assert_eq!((e.sparse_model, e.max_tokens), (None, 100));
-        let none = parse(&["--index", "i"]).resolve(None).unwrap();
+        let none = parse(&["--index", "i"]).resolve(&no_tokens()).unwrap();
         assert!(!none.options.encoders.any());
 
-        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        let err = |s: Settings| format!("{:#}", s.resolve(&no_tokens()).unwrap_err());
         let both: Settings =
             toml::from_str("index = \"i\"\nsparse-model = \"m\"\nsparse-table = \"t.json\"")
                 .unwrap();
@@ -452,9 +611,9 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let err = |s: Settings| format!("{:#}", s.resolve(None).unwrap_err());
+        let err = |s: Settings| format!("{:#}", s.resolve(&no_tokens()).unwrap_err());
         assert!(err(parse(&[])).contains("--index"));
-        assert!(err(parse(&["--index", "i", "--workers", "0"])).contains("--workers"));
+        assert!(err(parse(&["--index", "i", "--workers", "0"])).contains("--workers = 0"));
         assert!(err(parse(&["--index", "i", "--default-cp-alpha", "2"])).contains("cp-alpha"));
         assert!(Settings::try_parse_from(["tandem-server", "--default-ee-beta", "x"]).is_err());
         let unknown = toml::from_str::<Settings>("wokers = 2").unwrap_err();
@@ -466,6 +625,118 @@ mod tests {
         assert!(
             bad.contains("server.toml") && bad.contains("max-k"),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_named_with_where_it_came_from() {
+        let err = |s: Settings| format!("{:#}", s.resolve(&no_tokens()).unwrap_err());
+        let message = err(parse(&["--index", "i", "--stream-window", "0"]));
+        assert_eq!(
+            message,
+            "invalid configuration: --stream-window = 0: must be >= 1 (--stream-window given on \
+             the command line)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "index = \"i\"\ndefault-k = 50\nmax-delete-ids = 0\n").unwrap();
+        let file = Settings::from_file(&path).unwrap();
+        let message = err(parse(&["--max-k", "20"]).merge(file));
+        assert!(
+            message.contains("--default-k = 50 must be <= --max-k = 20")
+                && message.contains(&format!(
+                    "--default-k given in the config file {}",
+                    path.display()
+                ))
+                && message.contains("--max-k given on the command line"),
+            "{message}"
+        );
+        let file = Settings::from_file(&path).unwrap();
+        let message = err(parse(&["--default-k", "5"]).merge(file));
+        assert!(
+            message.contains("--max-delete-ids = 0: must be >= 1")
+                && message.contains("--max-delete-ids given in the config file"),
+            "{message}"
+        );
+        let message = err(parse(&["--index", "i", "--default-k", "2000"]));
+        assert!(message.contains("--max-k is the default"), "{message}");
+    }
+
+    #[test]
+    fn booleans_can_be_turned_off_by_a_later_source() {
+        let file: Settings =
+            toml::from_str("index = \"i\"\nskip-checksums = true\nno-prefetch = true\n").unwrap();
+        let on = parse(&[]).merge(file).resolve(&no_tokens()).unwrap();
+        assert_eq!(on.options.verify, Verify::SkipChecksums);
+        assert!(!on.options.prefetch);
+
+        let file: Settings =
+            toml::from_str("index = \"i\"\nskip-checksums = true\nno-prefetch = true\n").unwrap();
+        let flags = parse(&["--skip-checksums=false", "--no-prefetch=no"]);
+        let off = flags.merge(file).resolve(&no_tokens()).unwrap();
+        assert_eq!(off.options.verify, Verify::Full);
+        assert!(off.options.prefetch);
+
+        // A bare flag is `true`; the value must be attached with `=`.
+        let bare = parse(&["--index", "i", "--skip-checksums", "--no-prefetch"]);
+        assert_eq!(
+            (bare.skip_checksums, bare.no_prefetch),
+            (Some(true), Some(true))
+        );
+        let later = parse(&["--index", "i", "--skip-checksums", "--skip-checksums=0"]);
+        assert_eq!(later.skip_checksums, Some(false));
+        assert!(Settings::from_args(["tandem-server", "--demo=maybe"]).is_err());
+        let demo: Settings = toml::from_str("demo = true").unwrap();
+        let resolved = parse(&["--demo=false", "--index", "i"])
+            .merge(demo)
+            .resolve(&no_tokens())
+            .unwrap();
+        assert!(!resolved.demo);
+        // The `parse_from` of clap alone reads the same flags.
+        assert_eq!(
+            Settings::parse_from(["tandem-server", "--demo"]).demo,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn admin_settings_come_from_flags_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_file = dir.path().join("admin.txt");
+        std::fs::write(&admin_file, "w1\n").unwrap();
+        let file: Settings = toml::from_str(&format!(
+            "index = \"i\"\nadmin-listen = \"127.0.0.1:9\"\nindex-root = \"/srv\"\n\
+             max-delete-ids = 10\nadmin-tokens-file = {:?}\n",
+            admin_file.display().to_string()
+        ))
+        .unwrap();
+        let tokens = EnvTokens {
+            search: None,
+            admin: Some("w2".into()),
+        };
+        let r = parse(&["--max-delete-ids", "7"])
+            .merge(file)
+            .resolve(&tokens)
+            .unwrap();
+        assert_eq!(r.admin_listen.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(r.options.index_root, Some(PathBuf::from("/srv")));
+        assert_eq!(r.options.max_delete_ids, 7);
+        assert!(r.options.auth.is_none() && r.options.admin_auth.is_some());
+        let defaults = parse(&["--index", "i"]).resolve(&no_tokens()).unwrap();
+        assert_eq!(defaults.options.max_delete_ids, 100_000);
+        assert!(defaults.admin_listen.is_none() && defaults.options.index_root.is_none());
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nobody\n").unwrap();
+        let flags = parse(&[
+            "--index",
+            "i",
+            "--admin-tokens-file",
+            empty.to_str().unwrap(),
+        ]);
+        let message = format!("{:#}", flags.resolve(&no_tokens()).unwrap_err());
+        assert!(
+            message.contains("no token in the admin tokens file"),
+            "{message}"
         );
     }
 }

@@ -199,3 +199,120 @@ fn demo_builds_an_index_and_shows_queries() {
     assert!(wait_exit(&mut child).success());
     assert!(demo_dir.join("index/manifest.json").exists());
 }
+
+/// An index of the synthetic corpus, in `dir/index`.
+fn small_index(dir: &Path) -> std::path::PathBuf {
+    let corpus_dir = dir.join("corpus");
+    std::fs::create_dir_all(&corpus_dir).unwrap();
+    corpus(&corpus_dir);
+    let index = dir.join("index");
+    build(&corpus_dir, &index);
+    index
+}
+
+/// Stops a server started by the test (SIGTERM) once it answers on `addr` (its signal handlers
+/// are installed by then), and waits for it to exit.
+fn stop(child: &mut Child, addr: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = TandemClient::connect(&format!("http://{addr}"))
+            .await
+            .unwrap();
+        // Any answer will do (UNAUTHENTICATED included): the server is serving.
+        let _ = client.index_info().await;
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = wait_exit(child);
+    assert!(status.success(), "exit status {status:?} after SIGTERM");
+}
+
+#[test]
+fn warns_at_start_when_search_and_writes_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = small_index(dir.path());
+    let index = index.to_str().unwrap();
+    let (mut child, lines) = start(&["--index", index, "--listen", "127.0.0.1:0"]);
+    let addr = listen_addr(&wait_for(&lines, "listening"));
+    let warning = wait_for(&lines, "authentication is off");
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("writes")
+            && warning.contains("--auth-tokens-file")
+            && warning.contains("--admin-tokens-file"),
+        "{warning}"
+    );
+    stop(&mut child, &addr);
+
+    // Search tokens and no admin token: Admin is refused, and the log says so.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args(["--index", index, "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("TANDEM_AUTH_TOKENS", "reader")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = forward_lines(child.stderr.take().unwrap());
+    let addr = listen_addr(&wait_for(&lines, "listening"));
+    let admin = wait_for(&lines, "admin listener");
+    assert!(admin.contains("addr=127.0.0.1:"), "{admin}");
+    assert_ne!(listen_addr(&admin), addr);
+    let note = wait_for(&lines, "Admin calls (Delete, ReloadIndex) are refused");
+    assert!(!note.contains("WARN"), "{note}");
+    stop(&mut child, &addr);
+}
+
+#[test]
+fn settings_name_their_source_and_later_sources_turn_booleans_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = small_index(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args([
+            "--index",
+            index.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("TANDEM_STREAM_WINDOW", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--stream-window = 0: must be >= 1")
+            && stderr.contains("given by the environment variable TANDEM_STREAM_WINDOW"),
+        "{stderr}"
+    );
+
+    // `skip-checksums = true` in the file, turned off by the environment.
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "skip-checksums = true\nno-prefetch = true\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args([
+            "--index",
+            index.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--no-prefetch=false")
+        .env("RUST_LOG", "info")
+        .env("TANDEM_SKIP_CHECKSUMS", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = forward_lines(child.stderr.take().unwrap());
+    let effective = wait_for(&lines, "effective configuration");
+    assert!(
+        effective.contains("verify: Full") && effective.contains("prefetch: true"),
+        "{effective}"
+    );
+    let addr = listen_addr(&wait_for(&lines, "listening"));
+    stop(&mut child, &addr);
+}

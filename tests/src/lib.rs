@@ -127,6 +127,8 @@ pub struct TestServer {
     pub url: String,
     /// `http://127.0.0.1:PORT/metrics`, when started with metrics.
     pub metrics_url: Option<String>,
+    /// `http://127.0.0.1:PORT` of the admin listener, when started with one.
+    pub admin_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -134,7 +136,7 @@ pub struct TestServer {
 impl TestServer {
     /// Opens `index_dir` (with full verification) and serves it with `options`.
     pub async fn start(index_dir: &Path, options: ServeOptions) -> anyhow::Result<TestServer> {
-        Self::start_with(index_dir, options, false).await
+        Self::launch(index_dir, options, false, false).await
     }
 
     /// [`TestServer::start`], with a metrics endpoint when `metrics` is set.
@@ -143,27 +145,55 @@ impl TestServer {
         options: ServeOptions,
         metrics: bool,
     ) -> anyhow::Result<TestServer> {
+        Self::launch(index_dir, options, metrics, false).await
+    }
+
+    /// [`TestServer::start`], with Admin on a listener of its own (`admin_url`).
+    pub async fn start_with_admin_listener(
+        index_dir: &Path,
+        options: ServeOptions,
+    ) -> anyhow::Result<TestServer> {
+        Self::launch(index_dir, options, false, true).await
+    }
+
+    async fn launch(
+        index_dir: &Path,
+        options: ServeOptions,
+        metrics: bool,
+        admin: bool,
+    ) -> anyhow::Result<TestServer> {
         let index = Index::open(index_dir)?;
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let scheme = if options.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        let url = format!("{scheme}://{}", grpc.local_addr()?);
-        let metrics = match metrics {
-            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
-            false => None,
+        let bind = |wanted: bool| async move {
+            match wanted {
+                true => tokio::net::TcpListener::bind("127.0.0.1:0").await.map(Some),
+                false => Ok(None),
+            }
         };
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("{scheme}://{}", grpc.local_addr()?);
+        let (metrics, admin) = (bind(metrics).await?, bind(admin).await?);
         let metrics_url = match &metrics {
             Some(l) => Some(format!("http://{}/metrics", l.local_addr()?)),
+            None => None,
+        };
+        let admin_url = match &admin {
+            Some(l) => Some(format!("{scheme}://{}", l.local_addr()?)),
             None => None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(tandem_server::serve(
             index,
             options,
-            Listeners { grpc, metrics },
+            Listeners {
+                grpc,
+                admin,
+                metrics,
+            },
             async {
                 let _ = stopped.await;
             },
@@ -171,6 +201,7 @@ impl TestServer {
         Ok(TestServer {
             url,
             metrics_url,
+            admin_url,
             stop: Some(stop),
             task,
         })

@@ -84,10 +84,12 @@ async fn deleted_documents_stay_gone_after_a_restart() {
     }
     server.stop().await.unwrap();
 
-    // A new server process on the same directory.
-    let server = TestServer::start(&synth.index, ServeOptions::default())
-        .await
-        .unwrap();
+    // A new server process on the same directory, allowed to reload any temporary directory.
+    let options = ServeOptions {
+        index_root: Some(std::env::temp_dir()),
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start(&synth.index, options).await.unwrap();
     let mut client = TandemClient::connect(&server.url).await.unwrap();
     let info = client.index_info().await.unwrap();
     println!(

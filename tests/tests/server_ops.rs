@@ -346,9 +346,12 @@ async fn reload_swaps_the_index_and_a_failed_reload_keeps_the_old_one() {
     let first = synthetic_index(300, 3, 16, 11).unwrap();
     let second = synthetic_index(450, 3, 16, 12).unwrap();
     let qs = queries(&first);
-    let server = TestServer::start(&first.index, ServeOptions::default())
-        .await
-        .unwrap();
+    // The indexes are in different temporary directories: reloads may load any of them.
+    let options = ServeOptions {
+        index_root: Some(std::env::temp_dir()),
+        ..ServeOptions::default()
+    };
+    let server = TestServer::start(&first.index, options).await.unwrap();
     let mut client = TandemClient::connect(&server.url).await.unwrap();
     assert_eq!(client.index_info().await.unwrap().doc_count, 300);
 
@@ -381,4 +384,51 @@ async fn reload_swaps_the_index_and_a_failed_reload_keeps_the_old_one() {
     let reply = client.reload_index("").await.unwrap();
     assert_eq!(reply.info.unwrap().doc_count, 450);
     server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_the_server_cannot_run_with_are_refused_before_serving() {
+    let synth = synthetic_index(100, 1, 16, 13).unwrap();
+    for (options, setting) in [
+        (
+            ServeOptions {
+                stream_window: 0,
+                ..ServeOptions::default()
+            },
+            "--stream-window = 0",
+        ),
+        (
+            ServeOptions {
+                workers: 0,
+                ..ServeOptions::default()
+            },
+            "--workers = 0",
+        ),
+        (
+            ServeOptions {
+                max_queue: usize::MAX,
+                ..ServeOptions::default()
+            },
+            "--max-queue",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = tandem_server::serve(
+            tandem_engine::Index::open(&synth.index).unwrap(),
+            options,
+            tandem_server::Listeners {
+                grpc: listener,
+                admin: None,
+                metrics: None,
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with("invalid server options: ")
+                && error.to_string().contains(setting),
+            "{error:#}"
+        );
+    }
 }

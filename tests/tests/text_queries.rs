@@ -213,6 +213,8 @@ async fn text_queries_rank_like_pre_encoded_ones() {
     let options = ServeOptions {
         encoders: neural_settings(&models, &data),
         workers: 2,
+        // The reload below loads an index in another temporary directory.
+        index_root: Some(std::env::temp_dir()),
         ..ServeOptions::default()
     };
     let server = TestServer::start(&index, options).await.unwrap();
