@@ -86,7 +86,7 @@ pub struct GenArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Token-vector dimensions; without it only the sparse files are written. Not with `--from`
-    /// (the resampler writes no token vectors).
+    /// (see `--token-vectors`).
     #[arg(long, conflicts_with = "from")]
     pub dim: Option<usize>,
     /// Mean token vectors per document.
@@ -111,6 +111,9 @@ pub struct GenArgs {
     /// With `--from`: mean terms per query (the heaviest kept); overrides `--shape`.
     #[arg(long, requires = "from")]
     pub query_terms: Option<usize>,
+    /// With `--from`: also write token vectors, perturbed from the source's (its dimension).
+    #[arg(long, requires = "from")]
+    pub token_vectors: bool,
 }
 
 /// Length shapes of a resampled corpus.
@@ -227,20 +230,23 @@ fn gen_from(args: &GenArgs, from: &std::path::Path) -> anyhow::Result<()> {
         seed: args.seed,
         doc_terms: args.doc_terms.or(doc_terms),
         query_terms: args.query_terms.or(query_terms),
+        token_vectors: args.token_vectors,
     };
     let bar = progress_bar(args.docs);
     let s = resample(&config, from, &args.out, &|done| bar.set_position(done))?;
     bar.finish();
     println!(
-        "wrote {}: {} documents ({} postings, {:.1} terms each; source {:.1}), {} queries ({:.1} terms each; source {:.1}), {} judgments",
+        "wrote {}: {} documents ({} postings, {:.1} terms each; source {:.1}; {} token vectors), {} queries ({:.1} terms each; source {:.1}; {} token vectors), {} judgments",
         args.out.display(),
         s.docs,
         s.postings,
         s.postings as f64 / s.docs.max(1) as f64,
         s.source_doc_terms,
+        s.doc_tokens,
         s.queries,
         s.query_postings as f64 / s.queries.max(1) as f64,
         s.source_query_terms,
+        s.query_tokens,
         s.judgments
     );
     Ok(())

@@ -8,14 +8,18 @@
 //! `docs.jsonl` and `queries.jsonl` (Seismic-style records, see [`crate::jsonl`]),
 //! `vocab.txt` (one term per line; every term of the records must be in it) and
 //! `qrels.trec` (`qid iter docid rel`; judgments naming an unknown query or document and
-//! grades ≤ 0 are ignored). Token vector files are not read.
+//! grades ≤ 0 are ignored); with [`ResampleConfig::token_vectors`] also `doc_vectors.npy`,
+//! `doc_lens.npy`, `query_vectors.npy` and `query_lens.npy` (float32, float16, or int8 read
+//! as int8 / 127; lengths one per record, in record order).
 //!
 //! # Output
 //!
 //! The layout of [`crate::synth`]: `vocab.txt` (copied from the source), `docs.jsonl`
 //! (`{"id": "d0000000", "vector": {"term": 0.1234, ...}}`, terms in ascending token id
 //! order, weights in 1e-4 steps and ≥ 0.0001), `queries.jsonl` (ids `q000000`, same
-//! format) and `qrels.trec` (`qid 0 docid rel`). No token vectors.
+//! format) and `qrels.trec` (`qid 0 docid rel`); with token vectors `doc_vectors.npy`
+//! (`<f2`, `[total_doc_tokens, D]`, `D` the source's), `doc_lens.npy` (`<u4`),
+//! `query_vectors.npy` (`<f4`) and `query_lens.npy` (`<u4`), unit-norm rows.
 //!
 //! # Model
 //!
@@ -51,6 +55,11 @@
 //! every term; sibling replacements keep documents inside their parent's topical cluster,
 //! and the children of one parent are near-duplicates of each other.
 //!
+//! Token vectors: a child keeps each of its parent's token vectors with probability 0.9 (the
+//! first one when none would be kept), in order, each moved to
+//! `normalize(x + (0.15 / √D) · N(0, I_D))` (cosine ≈ 0.99 with the original), from its own
+//! generator, so the sparse files do not depend on whether vectors are written.
+//!
 //! Qrels: generated query `q` (parent `Q`) is relevant, with the source grade, to every
 //! generated document whose parent is judged relevant to `Q` in the source, so quality
 //! measures keep their meaning.
@@ -65,11 +74,13 @@
 //! generated document plus one batch.
 
 use crate::jsonl::parse_line;
+use crate::npy::{npy_header, row_offsets, NpyArray, NpyDType};
 use crate::synth::{mix64, normal, push_padded, push_weight, stream_rng, Sink};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use half::f16;
 use rand::{Rng, RngExt};
 use rayon::prelude::*;
 
@@ -98,6 +109,11 @@ const STREAM_DOC_PARENTS: u64 = 101;
 const STREAM_QUERY_PARENTS: u64 = 102;
 const STREAM_DOCS: u64 = 103;
 const STREAM_QUERIES: u64 = 104;
+const STREAM_DOC_TOKENS: u64 = 105;
+const STREAM_QUERY_TOKENS: u64 = 106;
+
+const TOKEN_KEEP: f64 = 0.9;
+const TOKEN_NOISE_NORM: f64 = 0.15;
 
 /// What to generate from a source eval set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +130,8 @@ pub struct ResampleConfig {
     /// Mean terms per query after cutting to the heaviest ones; `None` keeps the source
     /// lengths.
     pub query_terms: Option<usize>,
+    /// Also write token vectors, derived from the source's (which must have them).
+    pub token_vectors: bool,
 }
 
 /// Counts of what [`resample`] read and wrote.
@@ -129,6 +147,10 @@ pub struct ResampleSummary {
     pub query_postings: u64,
     /// Lines of `qrels.trec`.
     pub judgments: u64,
+    /// Rows of `doc_vectors.npy` (0 without token vectors).
+    pub doc_tokens: u64,
+    /// Rows of `query_vectors.npy` (0 without token vectors).
+    pub query_tokens: u64,
     /// Mean terms per source document.
     pub source_doc_terms: f64,
     /// Mean terms per source query.
@@ -154,6 +176,22 @@ pub fn resample(
         }
     }
     let src = Source::load(source)?;
+    let tokens = if config.token_vectors {
+        let docs = Tokens::load(source, "doc_vectors.npy", "doc_lens.npy", &src.docs)?;
+        let queries = Tokens::load(source, "query_vectors.npy", "query_lens.npy", &src.queries)?;
+        if docs.dim != queries.dim {
+            bail!(
+                "{}: dimension {} differs from {}'s {}",
+                queries.array.path().display(),
+                queries.dim,
+                docs.array.path().display(),
+                docs.dim
+            );
+        }
+        Some((docs, queries))
+    } else {
+        None
+    };
     std::fs::create_dir_all(out)
         .with_context(|| format!("creating output directory {}", out.display()))?;
     let vocab_out = out.join("vocab.txt");
@@ -179,6 +217,11 @@ pub fn resample(
         prefix: b'd',
         id_width: 7,
         file: "docs.jsonl",
+        tokens: tokens.as_ref().map(|t| &t.0),
+        tokens_stream: STREAM_DOC_TOKENS,
+        half: true,
+        vectors_file: "doc_vectors.npy",
+        lens_file: "doc_lens.npy",
     };
     let query_kind = Kind {
         items: &src.queries,
@@ -192,9 +235,14 @@ pub fn resample(
         prefix: b'q',
         id_width: 6,
         file: "queries.jsonl",
+        tokens: tokens.as_ref().map(|t| &t.1),
+        tokens_stream: STREAM_QUERY_TOKENS,
+        half: false,
+        vectors_file: "query_vectors.npy",
+        lens_file: "query_lens.npy",
     };
-    let postings = src.write_items(&doc_kind, config.seed, out, progress)?;
-    let query_postings = src.write_items(&query_kind, config.seed, out, &|_| {})?;
+    let (postings, doc_tokens) = src.write_items(&doc_kind, config.seed, out, progress)?;
+    let (query_postings, query_tokens) = src.write_items(&query_kind, config.seed, out, &|_| {})?;
     let judgments = src.write_qrels(&doc_parents, &query_parents, &out.join("qrels.trec"))?;
     Ok(ResampleSummary {
         docs: config.docs,
@@ -202,6 +250,8 @@ pub fn resample(
         postings,
         query_postings,
         judgments,
+        doc_tokens,
+        query_tokens,
         source_doc_terms: src.docs.mean_terms(),
         source_query_terms: src.queries.mean_terms(),
     })
@@ -360,39 +410,74 @@ impl Source {
         })
     }
 
-    /// Generates and writes all items of `kind`; returns the number of postings.
+    /// Generates and writes all items of `kind`; returns the numbers of postings and of
+    /// token vectors.
     fn write_items(
         &self,
         kind: &Kind,
         seed: u64,
         out: &Path,
         progress: &dyn Fn(u64),
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         let mut sink = Sink::create(out.join(kind.file))?;
         let count = kind.parents.len();
+        let mut total_tokens = 0;
+        let mut vectors = match kind.tokens {
+            Some(tokens) => {
+                // Lengths first (the first draws of each item's token generator), so the
+                // NPY shape is known.
+                let lens: Vec<u32> = (0..count)
+                    .into_par_iter()
+                    .map(|i| {
+                        let mut rng = stream_rng(seed, kind.tokens_stream, i as u64);
+                        let parent = kind.parents[i] as usize;
+                        kept_tokens(&mut rng, tokens.len(parent)).len() as u32
+                    })
+                    .collect();
+                total_tokens = lens.iter().map(|&l| u64::from(l)).sum();
+                let mut lens_sink = Sink::create(out.join(kind.lens_file))?;
+                lens_sink.write(&npy_header("<u4", &[count as u64]))?;
+                let bytes: Vec<u8> = lens.iter().flat_map(|l| l.to_le_bytes()).collect();
+                lens_sink.write(&bytes)?;
+                lens_sink.finish()?;
+                let descr = if kind.half { "<f2" } else { "<f4" };
+                let mut v = Sink::create(out.join(kind.vectors_file))?;
+                v.write(&npy_header(descr, &[total_tokens, tokens.dim as u64]))?;
+                Some(v)
+            }
+            None => None,
+        };
         let batch = CHUNK_ITEMS * BATCH_CHUNKS;
         let mut postings = 0;
         for start in (0..count).step_by(batch) {
             let end = (start + batch).min(count);
-            let chunks: Vec<(Vec<u8>, u64)> = (start..end)
+            let chunks: Vec<ChunkOut> = (start..end)
                 .step_by(CHUNK_ITEMS)
                 .collect::<Vec<_>>()
                 .into_par_iter()
                 .map(|from| self.chunk(kind, seed, from..(from + CHUNK_ITEMS).min(end)))
-                .collect();
-            for (bytes, n) in chunks {
-                sink.write(&bytes)?;
-                postings += n;
+                .collect::<Result<_>>()?;
+            for c in chunks {
+                sink.write(&c.json)?;
+                if let Some(v) = vectors.as_mut() {
+                    v.write(&c.vectors)?;
+                }
+                postings += c.postings;
             }
             progress(end as u64);
         }
         sink.finish()?;
-        Ok(postings)
+        if let Some(v) = vectors {
+            v.finish()?;
+        }
+        Ok((postings, total_tokens))
     }
 
-    /// JSON lines of items `range` of `kind`, and their posting count.
-    fn chunk(&self, kind: &Kind, seed: u64, range: std::ops::Range<usize>) -> (Vec<u8>, u64) {
+    /// JSON lines and token vectors of items `range` of `kind`.
+    fn chunk(&self, kind: &Kind, seed: u64, range: std::ops::Range<usize>) -> Result<ChunkOut> {
         let mut json = Vec::with_capacity(range.len() * 24 * 64);
+        let mut vectors = Vec::new();
+        let mut rows = Vec::new();
         let mut postings = 0;
         let mut seen = vec![false; self.json_terms.len()];
         let mut terms = Vec::new();
@@ -419,8 +504,33 @@ impl Source {
             }
             json.extend_from_slice(b"}}\n");
             postings += terms.len() as u64;
+            if let Some(tokens) = kind.tokens {
+                let mut rng = stream_rng(seed, kind.tokens_stream, i as u64);
+                let parent = kind.parents[i] as usize;
+                let kept = kept_tokens(&mut rng, tokens.len(parent));
+                tokens.read(parent, &mut rows)?;
+                let sigma = TOKEN_NOISE_NORM / (tokens.dim as f64).sqrt();
+                for &t in &kept {
+                    let mut row: Vec<f32> = rows[t * tokens.dim..(t + 1) * tokens.dim]
+                        .iter()
+                        .map(|&x| x + (sigma * normal(&mut rng)) as f32)
+                        .collect();
+                    let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    let inv = 1.0 / norm.max(f32::MIN_POSITIVE);
+                    row.iter_mut().for_each(|x| *x *= inv);
+                    if kind.half {
+                        vectors.extend(row.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()));
+                    } else {
+                        vectors.extend(row.iter().flat_map(|x| x.to_le_bytes()));
+                    }
+                }
+            }
         }
-        (json, postings)
+        Ok(ChunkOut {
+            json,
+            vectors,
+            postings,
+        })
     }
 
     /// Derives one child of source item `parent` of `kind` into `out` (sorted by term id);
@@ -565,6 +675,92 @@ impl Source {
     }
 }
 
+/// Output of one parallel work unit.
+struct ChunkOut {
+    json: Vec<u8>,
+    vectors: Vec<u8>,
+    postings: u64,
+}
+
+/// A source's token vectors of one kind.
+struct Tokens {
+    array: NpyArray,
+    /// Record `i`'s rows are `offsets[i]..offsets[i + 1]`.
+    offsets: Vec<u64>,
+    dim: usize,
+    /// `Some(1 / 127)` for int8 vectors.
+    scale: Option<f32>,
+}
+
+impl Tokens {
+    /// Opens `vectors` and `lens` in `dir`; `items` are the records they belong to.
+    fn load(dir: &Path, vectors: &str, lens: &str, items: &Items) -> Result<Self> {
+        let lens_path = dir.join(lens);
+        let counts = NpyArray::open(&lens_path)?.to_u64_vec()?;
+        if counts.len() != items.len() {
+            bail!(
+                "{}: {} lengths for the {} records of {}",
+                lens_path.display(),
+                counts.len(),
+                items.len(),
+                items.path.display()
+            );
+        }
+        if let Some(i) = counts.iter().position(|&c| c > u64::from(u32::MAX)) {
+            bail!("{}: row {i}: {} tokens", lens_path.display(), counts[i]);
+        }
+        let offsets = row_offsets(&counts, &lens_path)?;
+        let array = NpyArray::open(&dir.join(vectors))?;
+        let (rows, dim) = array.matrix_shape()?;
+        let scale = match array.dtype() {
+            NpyDType::F32 | NpyDType::F16 => None,
+            NpyDType::I8 => Some(1.0 / 127.0),
+            other => bail!(
+                "{}: {} token vectors are not supported (float32, float16 or int8)",
+                array.path().display(),
+                other.name()
+            ),
+        };
+        if offsets.last() != Some(&(rows as u64)) {
+            bail!(
+                "{}: {rows} rows, but {} counts {} tokens",
+                array.path().display(),
+                lens_path.display(),
+                offsets.last().copied().unwrap_or(0)
+            );
+        }
+        Ok(Self {
+            array,
+            offsets,
+            dim,
+            scale,
+        })
+    }
+
+    /// Token count of record `i`.
+    fn len(&self, i: usize) -> usize {
+        (self.offsets[i + 1] - self.offsets[i]) as usize
+    }
+
+    /// Record `i`'s token vectors into `out`, row-major f32.
+    fn read(&self, i: usize, out: &mut Vec<f32>) -> Result<()> {
+        let rows = self.offsets[i] as usize..self.offsets[i + 1] as usize;
+        Ok(self.array.rows_f32(rows, self.scale, out)?)
+    }
+}
+
+/// The indices of a child's kept tokens out of its parent's `len`: each kept with
+/// probability [`TOKEN_KEEP`], the first when none would be (none of none).
+fn kept_tokens(rng: &mut impl Rng, len: usize) -> Vec<usize> {
+    let mut kept: Vec<usize> = (0..len)
+        .filter(|_| rng.random::<f64>() < TOKEN_KEEP)
+        .collect();
+    if kept.is_empty() && len > 0 {
+        kept.push(0);
+    }
+    kept
+}
+
 /// Documents or queries: what differs between the two.
 struct Kind<'a> {
     items: &'a Items,
@@ -581,6 +777,13 @@ struct Kind<'a> {
     prefix: u8,
     id_width: usize,
     file: &'static str,
+    /// The source's token vectors, when they are to be resampled.
+    tokens: Option<&'a Tokens>,
+    tokens_stream: u64,
+    /// Token vectors written as f16 (documents) or f32 (queries).
+    half: bool,
+    vectors_file: &'static str,
+    lens_file: &'static str,
 }
 
 /// A hash of an item's `(term, weight)` pairs.
@@ -673,8 +876,9 @@ mod tests {
             docs: 600,
             queries: 40,
             seed: 3,
-            dim: None,
-            ..SynthConfig::default()
+            dim: Some(16),
+            tokens_per_doc: 8,
+            query_tokens: 5,
         };
         generate(&config, dir.path(), &|_| {}).unwrap();
         dir
@@ -687,6 +891,7 @@ mod tests {
             seed,
             doc_terms: None,
             query_terms: None,
+            token_vectors: false,
         }
     }
 
@@ -729,7 +934,10 @@ mod tests {
                 .unwrap()
         };
         // More documents than one batch, so batching is exercised.
-        let cfg = config(CHUNK_ITEMS * BATCH_CHUNKS + 700, 90, 7);
+        let cfg = ResampleConfig {
+            token_vectors: true,
+            ..config(CHUNK_ITEMS * BATCH_CHUNKS + 700, 90, 7)
+        };
         let sa = pool(1)
             .install(|| resample(&cfg, src.path(), a.path(), &|_| {}))
             .unwrap();
@@ -737,7 +945,10 @@ mod tests {
             .install(|| resample(&cfg, src.path(), b.path(), &|_| {}))
             .unwrap();
         assert_eq!(sa, sb);
-        for name in ["vocab.txt", "docs.jsonl", "queries.jsonl", "qrels.trec"] {
+        for name in ["vocab.txt", "docs.jsonl", "queries.jsonl", "qrels.trec"]
+            .into_iter()
+            .chain(VECTOR_FILES)
+        {
             assert!(
                 read(a.path(), name) == read(b.path(), name),
                 "{name} differs"
@@ -753,6 +964,128 @@ mod tests {
         .unwrap();
         assert!(read(a.path(), "docs.jsonl") != read(c.path(), "docs.jsonl"));
         assert!(read(a.path(), "queries.jsonl") != read(c.path(), "queries.jsonl"));
+    }
+
+    const VECTOR_FILES: [&str; 4] = [
+        "doc_vectors.npy",
+        "doc_lens.npy",
+        "query_vectors.npy",
+        "query_lens.npy",
+    ];
+
+    /// An NPY file's shape and data (v1.0 header, as written here and by `synth`).
+    fn npy(dir: &Path, name: &str) -> (Vec<usize>, Vec<u8>) {
+        let bytes = read(dir, name);
+        let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+        let shape = header
+            .split("'shape': (")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        let shape = shape
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        (shape, bytes[10 + hlen..].to_vec())
+    }
+
+    /// Each record's token vectors, from a vectors file (f16 or f32) and its lengths.
+    fn token_rows(dir: &Path, vectors: &str, lens: &str) -> Vec<Vec<Vec<f32>>> {
+        let (_, data) = npy(dir, lens);
+        let lens: Vec<usize> = data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as usize)
+            .collect();
+        let (shape, data) = npy(dir, vectors);
+        let dim = shape[1];
+        let elem = data.len() / (shape[0] * dim);
+        let values: Vec<f32> = data
+            .chunks_exact(elem)
+            .map(|c| match elem {
+                2 => f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                _ => f32::from_le_bytes(c.try_into().unwrap()),
+            })
+            .collect();
+        assert_eq!(shape[0], lens.iter().sum::<usize>());
+        let mut rows = values.chunks_exact(dim).map(<[f32]>::to_vec);
+        lens.iter()
+            .map(|&l| rows.by_ref().take(l).collect())
+            .collect()
+    }
+
+    #[test]
+    fn token_vectors_follow_the_parents() {
+        let src = source();
+        let (with, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let cfg = ResampleConfig {
+            token_vectors: true,
+            ..config(1_500, 60, 6)
+        };
+        let s = resample(&cfg, src.path(), with.path(), &|_| {}).unwrap();
+        resample(&config(1_500, 60, 6), src.path(), without.path(), &|_| {}).unwrap();
+        for name in ["docs.jsonl", "queries.jsonl", "qrels.trec"] {
+            assert!(
+                read(with.path(), name) == read(without.path(), name),
+                "{name} differs"
+            );
+        }
+        assert!(!without.path().join("doc_vectors.npy").exists());
+
+        let source = Source::load(src.path()).unwrap();
+        for (vectors, lens, items, stream, count, rows) in [
+            (
+                "doc_vectors.npy",
+                "doc_lens.npy",
+                &source.docs,
+                STREAM_DOC_PARENTS,
+                1_500,
+                s.doc_tokens,
+            ),
+            (
+                "query_vectors.npy",
+                "query_lens.npy",
+                &source.queries,
+                STREAM_QUERY_PARENTS,
+                60,
+                s.query_tokens,
+            ),
+        ] {
+            let parents = parents(cfg.seed, stream, items, count).unwrap();
+            let original = token_rows(src.path(), vectors, lens);
+            let generated = token_rows(with.path(), vectors, lens);
+            assert_eq!(generated.len(), count);
+            assert_eq!(generated.iter().map(Vec::len).sum::<usize>() as u64, rows);
+            let (mut kept, mut total) = (0, 0);
+            for (child, &p) in generated.iter().zip(&parents) {
+                let parent = &original[p as usize];
+                assert!(!child.is_empty() && child.len() <= parent.len());
+                (kept, total) = (kept + child.len(), total + parent.len());
+                for row in child {
+                    let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-2, "{vectors}: norm {norm}");
+                    let best = parent
+                        .iter()
+                        .map(|r| r.iter().zip(row).map(|(a, b)| a * b).sum::<f32>())
+                        .fold(f32::MIN, f32::max);
+                    assert!(best > 0.95, "{vectors}: cosine with the parent {best}");
+                }
+            }
+            let rate = kept as f64 / total as f64;
+            assert!((rate - TOKEN_KEEP).abs() < 0.05, "{vectors}: kept {rate}");
+        }
+
+        // A source without token vectors says which file is missing.
+        std::fs::remove_file(src.path().join("doc_lens.npy")).unwrap();
+        let err = resample(&cfg, src.path(), with.path(), &|_| {}).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("doc_lens.npy: does not exist"),
+            "{err:#}"
+        );
     }
 
     #[test]
