@@ -68,9 +68,9 @@
 //!
 //! As in [`crate::synth`]: every draw comes from a `Xoshiro256++` generator seeded from
 //! `(seed, stream, index)` through SplitMix64 — one for the document parents, one for the
-//! query parents, and one per generated document or query. Items are generated in parallel
+//! query parents, and one per generated document or query (another for its token vectors). Items are generated in parallel
 //! in fixed-size batches and written in order, so output is byte-identical for the same seed
-//! and source whatever the thread count, and memory is the source plus 8 bytes per
+//! and source whatever the thread count, and memory is the source plus 12 bytes per
 //! generated document plus one batch.
 
 use crate::jsonl::parse_line;
@@ -99,9 +99,10 @@ const TARGET_SIGMA: f64 = 0.25;
 const SIBLING_TRIES: usize = 4;
 const TERM_TRIES: usize = 16;
 
-/// Items per parallel work unit and work units per written batch: fixed, so batches do not
-/// depend on the thread count.
+/// Items per parallel work unit (fewer with token vectors) and work units per written batch:
+/// fixed, so batches do not depend on the thread count (nor does the output on batches).
 const CHUNK_ITEMS: usize = 256;
+const CHUNK_ITEMS_WITH_VECTORS: usize = 32;
 const BATCH_CHUNKS: usize = 32;
 
 // Independent random streams (distinct from `synth`'s).
@@ -447,15 +448,19 @@ impl Source {
             }
             None => None,
         };
-        let batch = CHUNK_ITEMS * BATCH_CHUNKS;
+        let chunk = match kind.tokens {
+            Some(_) => CHUNK_ITEMS_WITH_VECTORS,
+            None => CHUNK_ITEMS,
+        };
+        let batch = chunk * BATCH_CHUNKS;
         let mut postings = 0;
         for start in (0..count).step_by(batch) {
             let end = (start + batch).min(count);
             let chunks: Vec<ChunkOut> = (start..end)
-                .step_by(CHUNK_ITEMS)
+                .step_by(chunk)
                 .collect::<Vec<_>>()
                 .into_par_iter()
-                .map(|from| self.chunk(kind, seed, from..(from + CHUNK_ITEMS).min(end)))
+                .map(|from| self.chunk(kind, seed, from..(from + chunk).min(end)))
                 .collect::<Result<_>>()?;
             for c in chunks {
                 sink.write(&c.json)?;
@@ -478,6 +483,7 @@ impl Source {
         let mut json = Vec::with_capacity(range.len() * 24 * 64);
         let mut vectors = Vec::new();
         let mut rows = Vec::new();
+        let mut row = Vec::new();
         let mut postings = 0;
         let mut seen = vec![false; self.json_terms.len()];
         let mut terms = Vec::new();
@@ -511,10 +517,12 @@ impl Source {
                 tokens.read(parent, &mut rows)?;
                 let sigma = TOKEN_NOISE_NORM / (tokens.dim as f64).sqrt();
                 for &t in &kept {
-                    let mut row: Vec<f32> = rows[t * tokens.dim..(t + 1) * tokens.dim]
-                        .iter()
-                        .map(|&x| x + (sigma * normal(&mut rng)) as f32)
-                        .collect();
+                    row.clear();
+                    row.extend(
+                        rows[t * tokens.dim..(t + 1) * tokens.dim]
+                            .iter()
+                            .map(|&x| x + (sigma * normal(&mut rng)) as f32),
+                    );
                     let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
                     let inv = 1.0 / norm.max(f32::MIN_POSITIVE);
                     row.iter_mut().for_each(|x| *x *= inv);
