@@ -68,10 +68,10 @@
 //!
 //! As in [`crate::synth`]: every draw comes from a `Xoshiro256++` generator seeded from
 //! `(seed, stream, index)` through SplitMix64 — one for the document parents, one for the
-//! query parents, and one per generated document or query (another for its token vectors). Items are generated in parallel
-//! in fixed-size batches and written in order, so output is byte-identical for the same seed
-//! and source whatever the thread count, and memory is the source plus 12 bytes per
-//! generated document plus one batch.
+//! query parents, and one per generated document or query (another for its token
+//! vectors). Items are generated in parallel in fixed-size batches and written in order, so
+//! output is byte-identical for the same seed and source whatever the thread count, and
+//! memory is the source plus 12 bytes per generated document plus one batch.
 
 use crate::jsonl::parse_line;
 use crate::npy::{npy_header, row_offsets, NpyArray, NpyDType};
