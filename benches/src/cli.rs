@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use tandem_data::resample::{resample, ResampleConfig, SHORT_DOC_TERMS, SHORT_QUERY_TERMS};
 use tandem_data::synth::{generate, SynthConfig};
 use tandem_eval::{evaluate, Qrels, Run};
 
@@ -21,7 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Score a TREC run against TREC qrels (trec_eval semantics): nDCG@10, Recall@10/100, MRR@10.
     Eval(EvalArgs),
-    /// Generate a deterministic synthetic corpus in the eval-set layout.
+    /// Generate a deterministic synthetic corpus in the eval-set layout, from the built-in model
+    /// or (`--from DIR`) resampled from a real encoded eval set.
     Gen(GenArgs),
     /// Latency of filtered queries (selectivities via random include sets, or an attribute
     /// expression) against unfiltered ones, in process.
@@ -83,8 +85,9 @@ pub struct GenArgs {
     /// Output directory (created).
     #[arg(long)]
     pub out: PathBuf,
-    /// Token-vector dimensions; without it only the sparse files are written.
-    #[arg(long)]
+    /// Token-vector dimensions; without it only the sparse files are written. Not with `--from`
+    /// (see `--token-vectors`).
+    #[arg(long, conflicts_with = "from")]
     pub dim: Option<usize>,
     /// Mean token vectors per document.
     #[arg(long, default_value_t = 64)]
@@ -92,6 +95,35 @@ pub struct GenArgs {
     /// Mean token vectors per query.
     #[arg(long, default_value_t = 32)]
     pub query_tokens: usize,
+    /// Resample this real encoded eval set (`docs.jsonl`, `queries.jsonl`, `vocab.txt`,
+    /// `qrels.trec`) instead of using the built-in model: documents and queries are perturbed
+    /// copies of the source's, keeping its term popularity, lengths, weights and topical
+    /// clusters (see `tandem_data::resample`).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// With `--from`: `source` keeps the source's lengths, `short` cuts documents to ~100
+    /// terms and queries to ~20 (their heaviest, with noise).
+    #[arg(long, value_enum, requires = "from")]
+    pub shape: Option<Shape>,
+    /// With `--from`: mean terms per document (the heaviest kept); overrides `--shape`.
+    #[arg(long, requires = "from")]
+    pub doc_terms: Option<usize>,
+    /// With `--from`: mean terms per query (the heaviest kept); overrides `--shape`.
+    #[arg(long, requires = "from")]
+    pub query_terms: Option<usize>,
+    /// With `--from`: also write token vectors, perturbed from the source's (its dimension).
+    #[arg(long, requires = "from")]
+    pub token_vectors: bool,
+}
+
+/// Length shapes of a resampled corpus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// The source's own lengths (scifact: ~274 terms per document, ~49 per query).
+    #[value(alias = "scifact")]
+    Source,
+    /// A short-document corpus: ~100 terms per document, ~20 per query.
+    Short,
 }
 
 /// Runs a parsed command line.
@@ -148,6 +180,9 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 fn gen(args: &GenArgs) -> anyhow::Result<()> {
+    if let Some(from) = &args.from {
+        return gen_from(args, from);
+    }
     let config = SynthConfig {
         docs: args.docs,
         queries: args.queries,
@@ -156,14 +191,7 @@ fn gen(args: &GenArgs) -> anyhow::Result<()> {
         tokens_per_doc: args.tokens_per_doc,
         query_tokens: args.query_tokens,
     };
-    let bar = ProgressBar::new(args.docs as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "generate [{bar:40}] {pos}/{len} docs {elapsed_precise} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar(args.docs);
     let summary = generate(&config, &args.out, &|done| bar.set_position(done))?;
     bar.finish();
     println!(
@@ -174,6 +202,52 @@ fn gen(args: &GenArgs) -> anyhow::Result<()> {
         summary.doc_tokens,
         summary.queries,
         summary.query_tokens
+    );
+    Ok(())
+}
+
+fn progress_bar(docs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(docs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "generate [{bar:40}] {pos}/{len} docs {elapsed_precise} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// `gen --from`: the resampler.
+fn gen_from(args: &GenArgs, from: &std::path::Path) -> anyhow::Result<()> {
+    let (doc_terms, query_terms) = match args.shape {
+        Some(Shape::Short) => (Some(SHORT_DOC_TERMS), Some(SHORT_QUERY_TERMS)),
+        Some(Shape::Source) | None => (None, None),
+    };
+    let config = ResampleConfig {
+        docs: args.docs,
+        queries: args.queries,
+        seed: args.seed,
+        doc_terms: args.doc_terms.or(doc_terms),
+        query_terms: args.query_terms.or(query_terms),
+        token_vectors: args.token_vectors,
+    };
+    let bar = progress_bar(args.docs);
+    let s = resample(&config, from, &args.out, &|done| bar.set_position(done))?;
+    bar.finish();
+    println!(
+        "wrote {}: {} documents ({} postings, {:.1} terms each; source {:.1}; {} token vectors), {} queries ({:.1} terms each; source {:.1}; {} token vectors), {} judgments",
+        args.out.display(),
+        s.docs,
+        s.postings,
+        s.postings as f64 / s.docs.max(1) as f64,
+        s.source_doc_terms,
+        s.doc_tokens,
+        s.queries,
+        s.query_postings as f64 / s.queries.max(1) as f64,
+        s.source_query_terms,
+        s.query_tokens,
+        s.judgments
     );
     Ok(())
 }

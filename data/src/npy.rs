@@ -399,7 +399,10 @@ mod tests {
         array.rows_f32(2..4, None, &mut rows).unwrap();
         assert_eq!(rows, values[6..12]);
         let err = array.rows_f32(6..8, None, &mut rows).unwrap_err();
-        assert!(err.to_string().contains("outside the array's 7 rows"), "{err}");
+        assert!(
+            err.to_string().contains("outside the array's 7 rows"),
+            "{err}"
+        );
 
         let lens = dir.path().join("l.npy");
         write_u32(&lens, &[3], &[4, 0, 9]).unwrap();

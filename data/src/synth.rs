@@ -209,7 +209,7 @@ fn write_vocab(path: &Path) -> Result<()> {
 }
 
 /// SplitMix64 finaliser: a bijective 64-bit mix.
-fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -217,11 +217,11 @@ fn mix64(mut z: u64) -> u64 {
 }
 
 /// The generator for item `index` of `stream` under `seed`.
-fn stream_rng(seed: u64, stream: u64, index: u64) -> Xoshiro256PlusPlus {
+pub(crate) fn stream_rng(seed: u64, stream: u64, index: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(mix64(mix64(seed ^ mix64(stream)) ^ index))
 }
 
-fn normal(rng: &mut impl Rng) -> f64 {
+pub(crate) fn normal(rng: &mut impl Rng) -> f64 {
     rng.sample(StandardNormal)
 }
 
@@ -716,13 +716,13 @@ fn write_qrels(config: &SynthConfig, path: &Path) -> Result<()> {
 }
 
 /// A buffered output file that names its path in every error.
-struct Sink {
+pub(crate) struct Sink {
     path: PathBuf,
     writer: BufWriter<File>,
 }
 
 impl Sink {
-    fn create(path: PathBuf) -> Result<Self> {
+    pub(crate) fn create(path: PathBuf) -> Result<Self> {
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self {
             writer: BufWriter::with_capacity(WRITE_BUFFER, file),
@@ -730,13 +730,13 @@ impl Sink {
         })
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.writer
             .write_all(bytes)
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         self.writer
             .flush()
             .with_context(|| format!("writing {}", self.path.display()))
@@ -744,7 +744,7 @@ impl Sink {
 }
 
 /// Appends `v` in decimal, left-padded with zeros to at least `width` digits.
-fn push_padded(buf: &mut Vec<u8>, mut v: u64, width: usize) {
+pub(crate) fn push_padded(buf: &mut Vec<u8>, mut v: u64, width: usize) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -762,7 +762,7 @@ fn push_padded(buf: &mut Vec<u8>, mut v: u64, width: usize) {
 
 /// Appends a weight given in 1e-4 units the way Python's `json` prints a float rounded
 /// to 4 decimals (`0.164`, `1.0`, `0.0005`).
-fn push_weight(buf: &mut Vec<u8>, q: u32) {
+pub(crate) fn push_weight(buf: &mut Vec<u8>, q: u32) {
     push_padded(buf, u64::from(q) / 10_000, 1);
     buf.push(b'.');
     let mut frac = q % 10_000;
