@@ -240,6 +240,16 @@ impl KnobArgs {
     }
 }
 
+/// Whether `error` is a write to a standard output whose reader has gone (`tandem info | head`):
+/// the binary then exits quietly, as Unix tools do.
+pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -247,19 +257,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { server, json } => {
             let info = server.connect().await?.index_info().await?;
             if json {
-                println!("{:#}", info_json(&info));
+                writeln!(std::io::stdout(), "{:#}", info_json(&info))?;
             } else {
-                print!("{}", info_summary(&info));
+                write!(std::io::stdout(), "{}", info_summary(&info))?;
             }
             Ok(())
         }
         Command::Reload { server, path } => {
             let reply = server.connect().await?.reload_index(&path).await?;
             let info = reply.info.unwrap_or_default();
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "serving {} ({} documents), loaded in {} ms",
-                info.path, info.doc_count, reply.load_ms
-            );
+                info.path,
+                info.doc_count,
+                reply.load_ms
+            )?;
             Ok(())
         }
         Command::Delete {
@@ -516,14 +529,15 @@ async fn delete(
         last = Some(reply);
     }
     let reply = last.unwrap_or_default();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "deleted {deleted}, already deleted {already}, unknown {}; the index now has {} live and {} deleted documents",
         unknown.len(),
         reply.live_count,
         reply.deleted_count
-    );
+    )?;
     for id in unknown {
-        println!("unknown id: {id}");
+        writeln!(std::io::stdout(), "unknown id: {id}")?;
     }
     Ok(())
 }

@@ -26,10 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "shared vocabulary, the OS boundary",
         &["admit", "params", "expr", "fusion", "mmap"],
     ),
-    (
-        "on-disk format, codecs",
-        &["format", "pq", "attributes"],
-    ),
+    ("on-disk format, codecs", &["format", "pq", "attributes"]),
     (
         "index parts",
         &["sparse", "approx", "tokens", "tombstones", "maxsim"],

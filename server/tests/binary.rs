@@ -10,7 +10,7 @@ use tandem_data::jsonl::parse_all;
 use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_proto::v1::search_client::SearchClient;
-use tandem_proto::v1::{Query, Rerank, SearchRequest};
+use tandem_proto::v1::{GetIndexInfoRequest, Query, Rerank, SearchRequest};
 
 fn corpus(dir: &Path) {
     let config = SynthConfig {
@@ -215,11 +215,11 @@ fn small_index(dir: &Path) -> std::path::PathBuf {
 fn stop(child: &mut Child, addr: &str) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut client = TandemClient::connect(&format!("http://{addr}"))
+        let mut client = SearchClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
         // Any answer will do (UNAUTHENTICATED included): the server is serving.
-        let _ = client.index_info().await;
+        let _ = client.get_index_info(GetIndexInfoRequest::default()).await;
     });
     let _ = Command::new("kill")
         .arg("-TERM")
