@@ -98,7 +98,12 @@ fn every_simd_level_of_this_cpu_is_tested() {
             tested.push(kind);
         }
     }
-    println!("kernels tested on this CPU: {}", names(&tested));
+    // Written past libtest's capture (not `println!`), so every `cargo test` run, CI's included,
+    // shows which kernels this CPU exercised.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("kernels tested on this CPU: {}\n", names(&tested)).as_bytes(),
+    );
     assert_eq!(
         tested,
         supported,
