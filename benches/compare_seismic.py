@@ -109,13 +109,17 @@ SEISMIC_GRID = {
 TANDEM_GRID = {
     # "approx" sweeps the knobs below; "exact" (every posting scored) ignores them.
     "first_stage": ["approx"],
-    "query_cut": [6, 8, 10, 13, 16, 20, 25, 32],
-    "rescore": [20, 30, 50, 70, 100, 150],
+    "query_cut": [20],
+    "depth": [1000, 4000, 16000],
+    "rescore": [200, 1000, 2000, 4000],
+    "expand": [0, 64, 128, 256],
 }
 # Flag names of `tandem-bench first-stage` for each tandem grid axis.
 TANDEM_FLAGS = {
     "query_cut": "--query-cut",
+    "depth": "--depth",
     "rescore": "--rescore",
+    "expand": "--expand",
     "first_stage": "--first-stage",
 }
 

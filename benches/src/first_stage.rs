@@ -45,6 +45,12 @@ pub struct FirstStageArgs {
     /// Approximate: documents rescored exactly (default: the index's).
     #[arg(long)]
     pub rescore: Option<usize>,
+    /// Approximate: clusters expanded (default: the index's).
+    #[arg(long)]
+    pub expand: Option<usize>,
+    /// Approximate: postings walked per query term, whole tiers (default: the index's).
+    #[arg(long)]
+    pub depth: Option<usize>,
     /// Timed passes over the queries after the warm-up pass; latencies are summarised over all
     /// of them (more passes smooth out a noisy machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -150,16 +156,24 @@ pub(crate) fn peak_rss_bytes() -> Option<u64> {
 pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
     let kappa = args.kappa.unwrap_or(args.k).max(args.k);
     let index = Index::open_with(&args.index, Verify::SkipChecksums)?;
-    let stage = match (args.first_stage.as_deref(), index.default_first_stage()) {
-        (Some("exact"), _) => FirstStage::Exact,
-        (_, FirstStage::Approx(defaults)) => FirstStage::Approx(ApproxQueryParams {
+    // The approximate defaults exist even when the index defaults to exact (calibration).
+    let approx_defaults = index.manifest().approx.as_ref().map(|a| a.query_defaults);
+    let approx = |defaults: ApproxQueryParams| {
+        FirstStage::Approx(ApproxQueryParams {
             query_cut: args.query_cut.unwrap_or(defaults.query_cut),
             rescore: args.rescore.unwrap_or(defaults.rescore),
-        }),
-        (Some(_), FirstStage::Exact) => {
-            anyhow::bail!("{} has no approximate first stage", args.index.display())
-        }
+            expand: args.expand.unwrap_or(defaults.expand),
+            depth: args.depth.unwrap_or(defaults.depth),
+        })
+    };
+    let stage = match (args.first_stage.as_deref(), index.default_first_stage()) {
+        (Some("exact"), _) => FirstStage::Exact,
+        (None, FirstStage::Approx(defaults)) => approx(defaults),
         (None, FirstStage::Exact) => FirstStage::Exact,
+        (Some(_), _) => match approx_defaults {
+            Some(defaults) => approx(defaults),
+            None => anyhow::bail!("{} has no approximate first stage", args.index.display()),
+        },
     };
     let text = std::fs::read_to_string(&args.queries)
         .with_context(|| format!("cannot read {}", args.queries.display()))?;
@@ -189,7 +203,7 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
         "passes": args.passes,
         "first_stage": match stage {
             FirstStage::Exact => json!({"kind": "exact"}),
-            FirstStage::Approx(p) => json!({"kind": "approx", "query_cut": p.query_cut, "rescore": p.rescore}),
+            FirstStage::Approx(p) => json!({"kind": "approx", "query_cut": p.query_cut, "rescore": p.rescore, "expand": p.expand, "depth": p.depth}),
         },
         "mean_us": latency.mean_us,
         "p50_us": latency.p50_us,

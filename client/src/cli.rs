@@ -210,6 +210,13 @@ pub struct KnobArgs {
     /// Approximate first stage: documents rescored exactly, >= 1 (default: the index's).
     #[arg(long)]
     pub rescore: Option<u32>,
+    /// Approximate first stage: clusters expanded, 0 for none (default: the index's).
+    #[arg(long)]
+    pub expand: Option<u32>,
+    /// Approximate first stage: postings walked per query term, whole tiers of 1000, 2000,
+    /// 4000, ... (default: the index's).
+    #[arg(long)]
+    pub depth: Option<u32>,
 }
 
 impl KnobArgs {
@@ -228,6 +235,8 @@ impl KnobArgs {
             },
             query_cut: self.query_cut,
             rescore: self.rescore,
+            expand: self.expand,
+            depth: self.depth,
             fusion_method: match self.fusion_method.as_deref() {
                 Some("zscore") => FusionMethod::Zscore,
                 Some("minmax") => FusionMethod::Minmax,
@@ -286,10 +295,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `tandem info`: the index and server description as aligned `key: value` lines.
 pub fn info_summary(info: &IndexInfo) -> String {
     let off = |v: Option<String>| v.unwrap_or_else(|| "off".to_string());
+    let expected = match info.expected_accuracy_at_10 {
+        Some(a) => format!(
+            "; expected accuracy@10 {a:.3} on {} queries from {}",
+            info.calibration_queries, info.calibration_source
+        ),
+        None => String::new(),
+    };
     let first_stage = match info.default_first_stage.as_str() {
         "approximate" => format!(
-            "approximate (query_cut {}, rescore {})",
-            info.default_query_cut, info.default_rescore
+            "approximate (query_cut {}, depth {}, rescore {}, expand {}{expected})",
+            info.default_query_cut, info.default_depth, info.default_rescore, info.default_expand
+        ),
+        "exact" if info.default_query_cut > 0 => format!(
+            "exact (approximate available: query_cut {}, depth {}, rescore {}, expand {}{expected})",
+            info.default_query_cut, info.default_depth, info.default_rescore, info.default_expand
         ),
         other => other.to_string(),
     };
@@ -453,6 +473,12 @@ pub fn info_json(info: &IndexInfo) -> serde_json::Value {
         "default_first_stage": info.default_first_stage,
         "default_query_cut": info.default_query_cut,
         "default_rescore": info.default_rescore,
+        "default_expand": info.default_expand,
+        "default_depth": info.default_depth,
+        "cluster_size": info.cluster_size,
+        "expected_accuracy_at_10": info.expected_accuracy_at_10,
+        "calibration_queries": info.calibration_queries,
+        "calibration_source": info.calibration_source,
         "default_k": info.default_k,
         "default_kappa": info.default_kappa,
         "default_cp_alpha": info.default_cp_alpha,
@@ -616,6 +642,11 @@ mod tests {
             default_first_stage: "approximate".into(),
             default_query_cut: 8,
             default_rescore: 200,
+            default_expand: 16,
+            default_depth: 2000,
+            expected_accuracy_at_10: Some(0.9812),
+            calibration_queries: 300,
+            calibration_source: "documents".into(),
             default_k: 10,
             default_kappa: 30,
             default_cp_alpha: Some(0.05),
@@ -648,7 +679,7 @@ mod tests {
         let text = info_summary(&sample());
         for line in [
             "documents:     5183 (5180 live, 3 deleted)",
-            "first stage:   approximate (query_cut 8, rescore 200)",
+            "first stage:   approximate (query_cut 8, depth 2000, rescore 200, expand 16; expected accuracy@10 0.981 on 300 queries from documents)",
             "defaults:      k 10, kappa 30, CP(α) 0.05, EE(β) off",
             "size:          221.3 MiB (format version 0)",
             "attributes:    year (integer)",
@@ -691,7 +722,7 @@ mod tests {
         assert_eq!(json["encoders"][0]["source"], "models/minilm");
         assert_eq!(json["build_parameters"]["codec"], "f16");
         // One key per proto field.
-        assert_eq!(json.as_object().unwrap().len(), 36);
+        assert_eq!(json.as_object().unwrap().len(), 42);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! A client for tandem's `tandem.v1` gRPC API, the query-file loader shared by the CLIs, and
 //! the `tandem` command line ([`cli`]).
 
+// `tandem info --json` builds one `serde_json::json!` object per IndexInfo field, deeper than
+// the default macro recursion limit.
+#![recursion_limit = "256"]
 #![warn(missing_docs)]
 
 pub mod cli;

@@ -45,6 +45,10 @@ pub struct QueryKnobs {
     pub query_cut: Option<u32>,
     /// Approximate first stage: documents rescored exactly.
     pub rescore: Option<u32>,
+    /// Approximate first stage: clusters expanded.
+    pub expand: Option<u32>,
+    /// Approximate first stage: postings walked per query term.
+    pub depth: Option<u32>,
 }
 
 impl QuerySet {
@@ -166,6 +170,8 @@ impl QuerySet {
             first_stage: knobs.first_stage as i32,
             query_cut: knobs.query_cut,
             rescore: knobs.rescore,
+            expand: knobs.expand,
+            depth: knobs.depth,
             fusion_method: knobs.fusion_method as i32,
             fusion_weight: knobs.fusion_weight,
             rrf_k: knobs.rrf_k,

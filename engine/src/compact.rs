@@ -8,6 +8,7 @@
 //! lost, so the commit is refused when the source's tombstones changed meanwhile.
 
 use crate::approx::build::{build as build_approx, SparseMatrices};
+use crate::approx::ApproxBuildParams;
 use crate::build::{put, write_approx, write_strings, Progress};
 use crate::error::{Error, Result};
 use crate::format::array::{ArrayFile, Element};
@@ -172,6 +173,10 @@ pub fn compact(
             let arrays = build_approx(&matrices, index.vocab_size(), &settings.build)?;
             write_approx(&mut staging, &arrays)?;
             Some(ApproxManifest {
+                build: ApproxBuildParams {
+                    tiers: true,
+                    ..settings.build
+                },
                 pruned_postings: arrays.impact_docs.len() as u64,
                 ..settings.clone()
             })

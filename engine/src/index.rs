@@ -151,11 +151,17 @@ impl Index {
             ));
         }
         let approx = match &manifest.approx {
-            Some(_) => {
+            Some(a) => {
+                let clusters = a.build.cluster_size > 0;
                 for name in crate::approx::files::ALL {
                     manifest.file(dir, name)?;
                 }
-                Some(ApproxIndex::open(dir, vocab_size, doc_count)?)
+                if clusters {
+                    for name in crate::approx::files::CLUSTERS {
+                        manifest.file(dir, name)?;
+                    }
+                }
+                Some(ApproxIndex::open(dir, vocab_size, doc_count, &a.build)?)
             }
             None => None,
         };
@@ -339,11 +345,14 @@ impl Index {
     }
 
     /// The first stage a query uses when it does not choose: the approximate one with the
-    /// index's defaults when built, else exact.
+    /// index's defaults when built, unless its calibration found no setting accurate enough;
+    /// else exact.
     pub fn default_first_stage(&self) -> FirstStage {
         match &self.manifest.approx {
-            Some(a) => FirstStage::Approx(a.query_defaults),
-            None => FirstStage::Exact,
+            Some(a) if !a.calibration.as_ref().is_some_and(|c| c.exact_by_default) => {
+                FirstStage::Approx(a.query_defaults)
+            }
+            _ => FirstStage::Exact,
         }
     }
 

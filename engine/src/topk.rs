@@ -69,6 +69,11 @@ impl TopK {
         self.heap.peek().map(|worst| worst.0.score)
     }
 
+    /// The items held, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = Scored> + '_ {
+        self.heap.iter().map(|r| r.0)
+    }
+
     /// The best items, best first.
     pub fn into_sorted_vec(self) -> Vec<Scored> {
         // Sorting `Reverse` ascending puts the greatest `Scored` first.

@@ -9,11 +9,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
-use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
+use tandem_engine::approx::{
+    ApproxBuildParams, ApproxQueryParams, ApproxSettings, CalibrationParams,
+};
 use tandem_engine::build::{build_index, BuildConfig};
 use tandem_engine::compact::compact;
 use tandem_engine::format::files;
 use tandem_engine::format::manifest::Manifest;
+use tandem_engine::pipeline::FirstStage;
 use tandem_engine::tokens::Codec;
 use tandem_engine::{Index, Verify};
 
@@ -30,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an index from documents (JSONL), token vectors and token counts (.npy).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Print an index's manifest and statistics.
     Inspect {
         /// The index directory.
@@ -107,16 +110,46 @@ pub struct BuildArgs {
     /// exact search staying available per query) or `exact` (the inverted index only).
     #[arg(long, value_parser = ["approx", "exact"], default_value = "approx")]
     pub first_stage: String,
-    /// Approximate first stage: postings kept per term (its heaviest).
+    /// Approximate first stage: postings kept per term (its heaviest): the deepest a query can
+    /// walk (see --depth).
     #[arg(long, default_value_t = ApproxBuildParams::default().n_postings)]
     pub n_postings: usize,
-    /// Approximate first stage: default query terms walked (queries may override).
-    #[arg(long, default_value_t = ApproxQueryParams::default().query_cut)]
-    pub query_cut: usize,
+    /// Approximate first stage: documents per cluster at most, for cluster expansion (0: no
+    /// clusters).
+    #[arg(long, default_value_t = ApproxBuildParams::default().cluster_size)]
+    pub cluster_size: usize,
+    /// Approximate first stage: default query terms walked (queries may override). Setting
+    /// any of --query-cut, --depth, --rescore or --expand fixes the defaults (the calibration then only
+    /// measures them); otherwise the calibration chooses them.
+    #[arg(long)]
+    pub query_cut: Option<usize>,
     /// Approximate first stage: default number of documents rescored exactly (queries may
     /// override).
-    #[arg(long, default_value_t = ApproxQueryParams::default().rescore)]
-    pub rescore: usize,
+    #[arg(long)]
+    pub rescore: Option<usize>,
+    /// Approximate first stage: default number of clusters expanded (queries may override).
+    #[arg(long)]
+    pub expand: Option<usize>,
+    /// Approximate first stage: default postings walked per query term, its heaviest in whole
+    /// tiers of 1,000, 2,000, 4,000, … (queries may override).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Approximate first stage: documents used as pseudo-queries to measure its accuracy@10
+    /// against exact search and choose its defaults (0: no calibration, the defaults are
+    /// --query-cut, --rescore and --expand or their built-in values, and no expected accuracy
+    /// is recorded).
+    #[arg(long, default_value_t = CalibrationParams::default().queries)]
+    pub calibration_queries: usize,
+    /// Approximate first stage: the accuracy@10 the chosen defaults must reach on the
+    /// pseudo-queries; when no setting does, queries default to the exact first stage.
+    #[arg(long, default_value_t = CalibrationParams::default().target_accuracy)]
+    pub target_accuracy: f32,
+    /// Approximate first stage: calibrate with these queries (JSONL, `{"id", "vector": {token:
+    /// weight}}`; terms outside the vocabulary are dropped) instead of pseudo-queries made from
+    /// the documents: a sample of the queries the index will serve, apart from any evaluation
+    /// set.
+    #[arg(long, value_name = "FILE")]
+    pub calibration_queries_file: Option<PathBuf>,
 }
 
 /// Parses a scale given as a number (`0.0078`) or a fraction (`1/127`).
@@ -150,7 +183,7 @@ pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
 /// Runs a parsed command line; the binary prints the error and exits non-zero.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(args) => build(args),
+        Command::Build(args) => build(*args),
         Command::Inspect { dir } => inspect(&dir),
         Command::Verify { dir } => verify(&dir),
         Command::WeightTable { index, out } => weight_table(&index, &out),
@@ -187,6 +220,7 @@ fn weight_table(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let query_defaults = ApproxQueryParams::default();
     let config = BuildConfig {
         docs: args.docs,
         vectors: args.vectors,
@@ -200,11 +234,24 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         approx: (args.first_stage == "approx").then_some(ApproxSettings {
             build: ApproxBuildParams {
                 n_postings: args.n_postings,
+                cluster_size: args.cluster_size,
+                tiers: true,
             },
             query_defaults: ApproxQueryParams {
-                query_cut: args.query_cut,
-                rescore: args.rescore,
+                query_cut: args.query_cut.unwrap_or(query_defaults.query_cut),
+                rescore: args.rescore.unwrap_or(query_defaults.rescore),
+                expand: args.expand.unwrap_or(query_defaults.expand),
+                depth: args.depth.unwrap_or(query_defaults.depth),
             },
+            calibration: CalibrationParams {
+                queries: args.calibration_queries,
+                target_accuracy: args.target_accuracy,
+                choose_defaults: args.query_cut.is_none()
+                    && args.rescore.is_none()
+                    && args.expand.is_none()
+                    && args.depth.is_none(),
+            },
+            calibration_queries: args.calibration_queries_file,
         }),
     };
     let summary = build_index(&config, &progress::Bar::new())?;
@@ -234,6 +281,46 @@ fn inspect(dir: &std::path::Path) -> anyhow::Result<()> {
     )?;
     let index = Index::open_with(dir, Verify::SkipChecksums)?;
     let docs = index.doc_count().max(1) as f64;
+    if let Some(approx) = &manifest.approx {
+        let q = approx.query_defaults;
+        let default = match index.default_first_stage() {
+            FirstStage::Approx(_) => "approximate",
+            FirstStage::Exact => "exact",
+        };
+        writeln!(std::io::stdout(), "first stage:")?;
+        writeln!(std::io::stdout(), "  default                {default}")?;
+        writeln!(
+            std::io::stdout(),
+            "  approximate defaults   query_cut {}, depth {}, rescore {}, expand {} (clusters of at most {} documents: {})",
+            q.query_cut,
+            q.depth,
+            q.rescore,
+            q.expand,
+            approx.build.cluster_size,
+            index.approx().map_or(0, |a| a.cluster_count())
+        )?;
+        match &approx.calibration {
+            Some(c) => writeln!(
+                std::io::stdout(),
+                "  expected accuracy@10   {:.3} at those defaults (target {:.3}; {} queries from {}; {:.0} µs per query at build, exact {:.0} µs{})",
+                c.accuracy_at_10,
+                c.target_accuracy,
+                c.queries,
+                if c.source.is_empty() { "documents" } else { &c.source },
+                c.mean_us,
+                c.exact_mean_us,
+                match (c.exact_by_default, c.accuracy_at_10 >= c.target_accuracy) {
+                    (false, _) => "",
+                    (true, true) => "; exact is faster, so queries default to it",
+                    (true, false) => "; below target, so queries default to exact",
+                }
+            )?,
+            None => writeln!(
+                std::io::stdout(),
+                "  expected accuracy@10   not measured (built without calibration)"
+            )?,
+        }
+    }
     writeln!(std::io::stdout(), "stats:")?;
     writeln!(
         std::io::stdout(),

@@ -122,11 +122,16 @@ fn first_stage(index: &Index, request: &v1::SearchRequest) -> Result<FirstStage>
     let knobs = |defaults: ApproxQueryParams| ApproxQueryParams {
         query_cut: request.query_cut.map_or(defaults.query_cut, |c| c as usize),
         rescore: request.rescore.map_or(defaults.rescore, |r| r as usize),
+        expand: request.expand.map_or(defaults.expand, |e| e as usize),
+        depth: request.depth.map_or(defaults.depth, |d| d as usize),
     };
+    // An index whose calibration found no accurate enough setting defaults to exact.
+    let approx_by_default = matches!(index.default_first_stage(), FirstStage::Approx(_));
     match (v1::FirstStage::try_from(request.first_stage), defaults) {
         (Ok(v1::FirstStage::Exact), _) | (Ok(v1::FirstStage::Unspecified), None) => {
             Ok(FirstStage::Exact)
         }
+        (Ok(v1::FirstStage::Unspecified), Some(_)) if !approx_by_default => Ok(FirstStage::Exact),
         (Ok(v1::FirstStage::Unspecified | v1::FirstStage::Approximate), Some(defaults)) => {
             let knobs = knobs(defaults);
             knobs.validate()?;

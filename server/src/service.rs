@@ -17,6 +17,7 @@ use crate::workers::{Cancel, Rejected};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, SearchStats};
 use tandem_proto::v1::search_server::Search;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
@@ -473,9 +474,9 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         default_kappa: saturate(options.default_kappa),
         max_k: saturate(options.limits.max_k),
         max_kappa: saturate(options.limits.max_kappa),
-        default_first_stage: match &manifest.approx {
-            Some(_) => "approximate".to_string(),
-            None => "exact".to_string(),
+        default_first_stage: match index.default_first_stage() {
+            FirstStage::Approx(_) => "approximate".to_string(),
+            FirstStage::Exact => "exact".to_string(),
         },
         default_query_cut: manifest
             .approx
@@ -485,6 +486,34 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
             .approx
             .as_ref()
             .map_or(0, |a| saturate(a.query_defaults.rescore)),
+        default_depth: manifest
+            .approx
+            .as_ref()
+            .map_or(0, |a| saturate(a.query_defaults.depth)),
+        default_expand: manifest
+            .approx
+            .as_ref()
+            .map_or(0, |a| saturate(a.query_defaults.expand)),
+        cluster_size: manifest
+            .approx
+            .as_ref()
+            .map_or(0, |a| saturate(a.build.cluster_size)),
+        expected_accuracy_at_10: manifest
+            .approx
+            .as_ref()
+            .and_then(|a| a.calibration.as_ref())
+            .map(|c| c.accuracy_at_10),
+        calibration_source: manifest
+            .approx
+            .as_ref()
+            .and_then(|a| a.calibration.as_ref())
+            .map(|c| c.source.clone())
+            .unwrap_or_default(),
+        calibration_queries: manifest
+            .approx
+            .as_ref()
+            .and_then(|a| a.calibration.as_ref())
+            .map_or(0, |c| saturate(c.queries)),
         bytes_per_token: index.tokens().vector_bytes() as f32 / manifest.token_count.max(1) as f32,
         default_cp_alpha: options.default_cp_alpha,
         default_ee_beta: options.default_ee_beta.map(saturate),

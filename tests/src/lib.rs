@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use tandem_data::synth::{generate, SynthConfig};
-use tandem_engine::approx::ApproxSettings;
+use tandem_engine::approx::{ApproxSettings, CalibrationParams};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::Index;
 use tandem_server::config::ServeOptions;
@@ -226,15 +226,28 @@ pub struct SyntheticIndex {
     pub index: PathBuf,
 }
 
+/// The default approximate first stage without its build-time calibration, so that queries
+/// default to it: on the small corpora of tests the calibration would often find exact search
+/// faster and make it the default, and tests of the approximate stage would test exact search.
+pub fn uncalibrated() -> ApproxSettings {
+    ApproxSettings {
+        calibration: CalibrationParams {
+            queries: 0,
+            ..CalibrationParams::default()
+        },
+        ..ApproxSettings::default()
+    }
+}
+
 /// Generates a small corpus (`docs` documents, `queries` queries, token vectors of `dim`) and
-/// builds its index with the default approximate first stage too.
+/// builds its index with the approximate first stage too, [`uncalibrated`].
 pub fn synthetic_index(
     docs: usize,
     queries: usize,
     dim: usize,
     seed: u64,
 ) -> anyhow::Result<SyntheticIndex> {
-    synthetic_index_with(docs, queries, dim, seed, Some(ApproxSettings::default()))
+    synthetic_index_with(docs, queries, dim, seed, Some(uncalibrated()))
 }
 
 /// [`synthetic_index`] with the given approximate first stage (`None`: exact only).

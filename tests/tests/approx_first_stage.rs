@@ -1,16 +1,19 @@
 //! The approximate first stage against the exact one: its scores are real sparse scores, it
-//! equals exact search when nothing is pruned, and the server exposes its knobs.
+//! equals exact search when nothing is pruned or everything is expanded, its build-time
+//! calibration chooses and records its defaults, and the server exposes its knobs.
 
 use std::sync::Arc;
 use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
-use tandem_engine::approx::{ApproxBuildParams, ApproxQueryParams, ApproxSettings};
+use tandem_engine::approx::{
+    ApproxBuildParams, ApproxQueryParams, ApproxSettings, CalibrationParams,
+};
 use tandem_engine::filter::Filter;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, Query};
 use tandem_proto::v1::FirstStage as WireFirstStage;
 use tandem_server::config::ServeOptions;
-use tandem_tests::{synthetic_index_with, TestServer};
+use tandem_tests::{synthetic_index_with, uncalibrated, TestServer};
 use tonic::Code;
 
 fn queries(index: &Index, corpus: &std::path::Path) -> Vec<Query> {
@@ -40,14 +43,23 @@ fn unpruned_approximate_search_equals_exact_search() {
     let settings = ApproxSettings {
         build: ApproxBuildParams {
             n_postings: 1_000_000,
+            cluster_size: 0,
+            tiers: true,
         },
         query_defaults: ApproxQueryParams::default(),
+        calibration: CalibrationParams {
+            queries: 0,
+            ..CalibrationParams::default()
+        },
+        calibration_queries: None,
     };
     let synth = synthetic_index_with(1500, 30, 8, 21, Some(settings)).unwrap();
     let index = Index::open(&synth.index).unwrap();
     let knobs = FirstStage::Approx(ApproxQueryParams {
         query_cut: 1000,
+        depth: 0,
         rescore: 1_000_000,
+        expand: 0,
     });
     for (i, query) in queries(&index, &synth.corpus).iter().enumerate() {
         for kappa in [10, 50] {
@@ -65,9 +77,216 @@ fn unpruned_approximate_search_equals_exact_search() {
     }
 }
 
+/// The exact top `kappa` of `query` and the approximate one with `knobs`: same documents, same
+/// scores up to float rounding.
+fn assert_same_as_exact(
+    index: &Index,
+    query: &Query,
+    kappa: usize,
+    knobs: &FirstStage,
+    what: &str,
+) {
+    let exact = index.first_stage(query, kappa, &FirstStage::Exact).unwrap();
+    let approx = index.first_stage(query, kappa, knobs).unwrap();
+    assert_eq!(approx.len(), exact.len(), "{what}");
+    for (a, e) in approx.iter().zip(&exact) {
+        assert!(
+            (a.score - e.score).abs() <= 1e-4 * e.score.abs().max(1.0),
+            "{what}: {a:?} vs {e:?}"
+        );
+    }
+}
+
+#[test]
+fn expanding_a_single_cluster_is_exact_search_also_under_a_filter() {
+    // One posting per term (every query term walked, so some document is met) and one
+    // document rescored: without expansion nearly everything is missed. With every document
+    // in one cluster, expanding it scores them all exactly.
+    let settings = ApproxSettings {
+        build: ApproxBuildParams {
+            n_postings: 1,
+            cluster_size: 1_000_000,
+            tiers: true,
+        },
+        query_defaults: ApproxQueryParams::default(),
+        calibration: CalibrationParams {
+            queries: 0,
+            ..CalibrationParams::default()
+        },
+        calibration_queries: None,
+    };
+    let synth = synthetic_index_with(1200, 20, 8, 31, Some(settings)).unwrap();
+    let index = Index::open(&synth.index).unwrap();
+    assert_eq!(index.approx().unwrap().cluster_count(), 1);
+    let knobs = |expand| {
+        FirstStage::Approx(ApproxQueryParams {
+            query_cut: 1000,
+            depth: 0,
+            rescore: 1,
+            expand,
+        })
+    };
+    let even: roaring::RoaringBitmap = (0..1200).step_by(2).collect();
+    let mut missed_without = 0;
+    for (i, query) in queries(&index, &synth.corpus).iter().enumerate() {
+        for kappa in [10, 50] {
+            assert_same_as_exact(&index, query, kappa, &knobs(1), &format!("query {i}"));
+            let filtered = Query {
+                filter: Filter {
+                    include_docs: Some(Arc::new(even.clone())),
+                    ..Filter::default()
+                },
+                ..query.clone()
+            };
+            assert_same_as_exact(
+                &index,
+                &filtered,
+                kappa,
+                &knobs(1),
+                &format!("query {i}, even"),
+            );
+            let exact = index.first_stage(query, kappa, &FirstStage::Exact).unwrap();
+            let bare = index.first_stage(query, kappa, &knobs(0)).unwrap();
+            missed_without += exact
+                .iter()
+                .filter(|e| !bare.iter().any(|b| b.id == e.id))
+                .count();
+        }
+    }
+    assert!(
+        missed_without > 0,
+        "the test needs queries that pruning alone gets wrong"
+    );
+}
+
+/// An index built with `settings` (calibration asked for), and its manifest's calibration.
+fn calibrated(
+    settings: ApproxSettings,
+    seed: u64,
+) -> (Index, tandem_engine::format::manifest::Calibration) {
+    let synth = synthetic_index_with(1500, 4, 8, seed, Some(settings)).unwrap();
+    let index = Index::open(&synth.index).unwrap();
+    let calibration = index
+        .manifest()
+        .approx
+        .as_ref()
+        .unwrap()
+        .calibration
+        .clone()
+        .unwrap();
+    // The test index's directory is removed with `synth`; the open index keeps its mappings.
+    (index, calibration)
+}
+
+#[test]
+fn calibration_chooses_the_cheapest_setting_that_reaches_the_target() {
+    let easy = ApproxSettings {
+        calibration: CalibrationParams {
+            queries: 60,
+            target_accuracy: 0.01,
+            choose_defaults: true,
+        },
+        ..ApproxSettings::default()
+    };
+    // A target every rung reaches: the first rungs are timed and the fastest kept, unless
+    // exact search was faster, which then becomes the default.
+    let (index, c) = calibrated(easy, 41);
+    assert_eq!(c.queries, 60);
+    assert!(c.accuracy_at_10 >= 0.01 && c.accuracy_at_10 <= 1.0, "{c:?}");
+    assert!(c.mean_us > 0.0 && c.exact_mean_us > 0.0, "{c:?}");
+    assert_eq!(c.exact_by_default, c.exact_mean_us < c.mean_us, "{c:?}");
+    let chosen = index.manifest().approx.as_ref().unwrap().query_defaults;
+    let first_rungs: Vec<(usize, usize, usize)> =
+        tandem_engine::build::calibrate::LADDER[..3].to_vec();
+    assert!(
+        first_rungs.contains(&(chosen.depth, chosen.rescore, chosen.expand)),
+        "{chosen:?}"
+    );
+    assert_eq!(
+        index.default_first_stage(),
+        if c.exact_by_default {
+            FirstStage::Exact
+        } else {
+            FirstStage::Approx(chosen)
+        }
+    );
+
+    // One posting per term and no clusters (so only the rung without expansion is tried): at
+    // most 20 documents are found per query, a target of 1 is out of reach, and queries
+    // default to exact.
+    let hopeless = ApproxSettings {
+        build: ApproxBuildParams {
+            n_postings: 1,
+            cluster_size: 0,
+            tiers: true,
+        },
+        calibration: CalibrationParams {
+            queries: 60,
+            target_accuracy: 1.0,
+            choose_defaults: true,
+        },
+        ..ApproxSettings::default()
+    };
+    let (index, c) = calibrated(hopeless, 41);
+    assert!(c.exact_by_default && c.accuracy_at_10 < 1.0, "{c:?}");
+    assert_eq!(index.default_first_stage(), FirstStage::Exact);
+
+    // Defaults given: kept, and only measured.
+    let given = ApproxQueryParams {
+        query_cut: 7,
+        depth: 2000,
+        rescore: 30,
+        expand: 2,
+    };
+    let fixed = ApproxSettings {
+        query_defaults: given,
+        calibration: CalibrationParams {
+            queries: 60,
+            target_accuracy: 1.0,
+            choose_defaults: false,
+        },
+        ..ApproxSettings::default()
+    };
+    let (index, c) = calibrated(fixed, 41);
+    assert!(!c.exact_by_default, "{c:?}");
+    assert_eq!(index.default_first_stage(), FirstStage::Approx(given));
+}
+
+#[test]
+fn calibration_can_use_a_sample_of_real_queries() {
+    // The synthetic corpus of a seed is deterministic: the queries of a first build are a
+    // query sample for a second build of the same documents.
+    let first = synthetic_index_with(1500, 40, 8, 43, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample.jsonl");
+    std::fs::copy(first.corpus.join("queries.jsonl"), &sample).unwrap();
+    let settings = ApproxSettings {
+        calibration: CalibrationParams {
+            queries: 25,
+            ..CalibrationParams::default()
+        },
+        calibration_queries: Some(sample),
+        ..ApproxSettings::default()
+    };
+    let (_, c) = calibrated(settings, 43);
+    assert_eq!((c.queries, c.source.as_str()), (25, "sample.jsonl"));
+
+    // A file that is not JSONL queries: the build fails naming the file and line.
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"id\": 1}\n").unwrap();
+    let settings = ApproxSettings {
+        calibration_queries: Some(dir.path().join("bad.jsonl")),
+        ..ApproxSettings::default()
+    };
+    let error = synthetic_index_with(300, 4, 8, 43, Some(settings))
+        .err()
+        .expect("a bad queries file fails the build")
+        .to_string();
+    assert!(error.contains("bad.jsonl:1"), "{error}");
+}
+
 #[test]
 fn approximate_scores_are_real_sparse_scores() {
-    let synth = synthetic_index_with(2000, 30, 8, 5, Some(ApproxSettings::default())).unwrap();
+    let synth = synthetic_index_with(2000, 30, 8, 5, Some(uncalibrated())).unwrap();
     let index = Index::open(&synth.index).unwrap();
     let exact_all = |q: &Query| index.first_stage(q, 100_000, &FirstStage::Exact).unwrap();
     let mut total_overlap = 0.0;
@@ -107,7 +326,7 @@ fn approximate_scores_are_real_sparse_scores() {
 fn an_answer_does_not_depend_on_the_queries_run_before_it() {
     // Query buffers are reused per thread: a query's answer must be the one a fresh thread
     // computes, also after filtered queries (whose refused documents were touched too).
-    let synth = synthetic_index_with(3000, 30, 8, 13, Some(ApproxSettings::default())).unwrap();
+    let synth = synthetic_index_with(3000, 30, 8, 13, Some(uncalibrated())).unwrap();
     let index = Index::open(&synth.index).unwrap();
     let queries = queries(&index, &synth.corpus);
     let stage = index.default_first_stage();
@@ -150,7 +369,7 @@ fn an_answer_does_not_depend_on_the_queries_run_before_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_applies_first_stage_knobs_and_refuses_bad_ones() {
-    let synth = synthetic_index_with(600, 4, 8, 9, Some(ApproxSettings::default())).unwrap();
+    let synth = synthetic_index_with(600, 4, 8, 9, Some(uncalibrated())).unwrap();
     let exact_only = synthetic_index_with(300, 2, 8, 9, None).unwrap();
     let set = QuerySet::load(
         &synth.corpus.join("queries.jsonl"),

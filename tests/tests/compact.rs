@@ -66,15 +66,8 @@ fn answers(corpus: &Path, index: &Index, filter: &Filter) -> Vec<Vec<(String, f3
 
 #[test]
 fn compacted_indexes_answer_like_the_original_with_its_deletes() {
-    let synth = synthetic_index_full(
-        1500,
-        10,
-        16,
-        41,
-        Some(tandem_engine::approx::ApproxSettings::default()),
-        true,
-    )
-    .unwrap();
+    let synth =
+        synthetic_index_full(1500, 10, 16, 41, Some(tandem_tests::uncalibrated()), true).unwrap();
     let filter = Filter {
         expr: Some(parse("lang = 'en' or year >= 2020").unwrap()),
         ..Filter::default()
@@ -91,7 +84,7 @@ fn compacted_indexes_answer_like_the_original_with_its_deletes() {
                 token_ids: false,
                 out: source.clone(),
                 overwrite: false,
-                approx: Some(tandem_engine::approx::ApproxSettings::default()),
+                approx: Some(tandem_tests::uncalibrated()),
                 codec,
             },
             &NoProgress,

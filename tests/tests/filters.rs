@@ -271,15 +271,8 @@ fn check_all(synth: &SyntheticIndex, index: &Index, deleted: &HashSet<usize>) {
 
 #[test]
 fn filtered_first_stages_equal_brute_force_over_the_admitted_documents() {
-    let synth = synthetic_index_full(
-        3000,
-        12,
-        16,
-        8,
-        Some(tandem_engine::approx::ApproxSettings::default()),
-        true,
-    )
-    .unwrap();
+    let synth =
+        synthetic_index_full(3000, 12, 16, 8, Some(tandem_tests::uncalibrated()), true).unwrap();
     let index = Index::open(&synth.index).unwrap();
     check_all(&synth, &index, &HashSet::new());
 

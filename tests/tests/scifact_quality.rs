@@ -70,6 +70,8 @@ async fn run_queries(
 
             query_cut: None,
             rescore: None,
+            expand: None,
+            depth: None,
         },
         filter: Default::default(),
         batch_size: 32,

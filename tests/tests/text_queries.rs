@@ -161,6 +161,8 @@ async fn search(url: &str, data: &Path, out: &Path, text: bool) -> Metrics {
             first_stage: Some("exact".to_string()),
             query_cut: None,
             rescore: None,
+            expand: None,
+            depth: None,
         },
         filter: Default::default(),
         batch_size: 32,

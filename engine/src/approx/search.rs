@@ -18,6 +18,7 @@
 //!   current one is scored, so the misses overlap (without it rescoring 200 documents took
 //!   ~60 µs longer), and each dot product keeps several running sums.
 
+use super::build::tier_end;
 use super::ApproxIndex;
 use super::ApproxQueryParams;
 use crate::admit::Admit;
@@ -44,6 +45,11 @@ struct Scratch {
     touched: Vec<u32>,
     /// Ranking keys of the touched documents (see [`key`]).
     keys: KeyBuffers,
+    /// One bit per document: set while it is scored exactly in this query (cluster expansion
+    /// scores each document once); all clear outside a query.
+    scored: Vec<u64>,
+    /// The documents whose bit is set.
+    marked: Vec<u32>,
     /// Set while a query uses `dense` and `partial`. Found set when a query starts, it means an
     /// earlier one unwound half-way, and both are zeroed again before use.
     in_use: bool,
@@ -57,6 +63,10 @@ impl Scratch {
         }
         if self.in_use || self.partial.len() != doc_count {
             self.partial = vec![0.0; doc_count];
+        }
+        if self.in_use || self.scored.len() != doc_count.div_ceil(64) {
+            self.scored = vec![0; doc_count.div_ceil(64)];
+            self.marked.clear();
         }
         self.in_use = true;
     }
@@ -75,6 +85,33 @@ struct KeyBuffers {
     above: Vec<u64>,
     /// The sample the threshold is chosen from.
     sample: Vec<u64>,
+}
+
+/// A set of documents over a bit array that is all clear outside a query, cleared by visiting
+/// only the members.
+struct BitSet<'a> {
+    bits: &'a mut [u64],
+    marked: &'a mut Vec<u32>,
+}
+
+impl BitSet<'_> {
+    /// Adds `d`; returns whether it was absent.
+    fn insert(&mut self, d: u32) -> bool {
+        let (word, bit) = (d as usize / 64, 1u64 << (d % 64));
+        let absent = self.bits[word] & bit == 0;
+        if absent {
+            self.bits[word] |= bit;
+            self.marked.push(d);
+        }
+        absent
+    }
+
+    /// Empties the set.
+    fn clear(&mut self) {
+        for d in self.marked.drain(..) {
+            self.bits[d as usize / 64] = 0;
+        }
+    }
 }
 
 /// One touched document in [`SAMPLE_STRIDE`] is sampled to choose the selection threshold.
@@ -244,6 +281,8 @@ impl ApproxIndex {
             partial,
             touched,
             keys,
+            scored,
+            marked,
             ..
         } = scratch;
 
@@ -251,7 +290,12 @@ impl ApproxIndex {
         let mut walked: Vec<(u32, f32)> = query.iter().copied().filter(|t| t.1 > 0.0).collect();
         walked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         walked.truncate(params.query_cut);
-        let touched = self.accumulate(&walked, partial, touched);
+        // Whole tiers of each list's heaviest postings; every kept one without tiers.
+        let depth = match (self.tiers, params.depth) {
+            (true, d) if d > 0 => tier_end(d),
+            _ => usize::MAX,
+        };
+        let touched = self.accumulate(&walked, depth, partial, touched);
 
         // 2. The best partial scores of admitted documents; every touched slot is zeroed.
         let depth = params.rescore.max(kappa);
@@ -264,29 +308,81 @@ impl ApproxIndex {
         for &(term, weight) in query {
             dense[term as usize] = weight;
         }
-        let mut top = TopK::new(kappa);
+        // With expansion, the best `expand` documents are kept too: their clusters are the
+        // ones expanded.
+        let expanding = self.clusters.is_some() && params.expand > 0;
+        let mut top = TopK::new(if expanding {
+            kappa.max(params.expand)
+        } else {
+            kappa
+        });
         self.score_each(dense, best.iter().map(|&k| doc_of(k)), |id, score| {
             top.push(Scored { id, score });
         });
+
+        // 4. Cluster expansion: the other documents of the best documents' clusters.
+        if let (Some(clusters), true) = (&self.clusters, params.expand > 0) {
+            let mut set = BitSet {
+                bits: scored,
+                marked,
+            };
+            best.iter().for_each(|&k| {
+                set.insert(doc_of(k));
+            });
+            let mut expanded: Vec<u32> = Vec::with_capacity(params.expand.min(1024));
+            let mut fresh: Vec<u32> = Vec::new();
+            for _ in 0..params.expand {
+                let next = top
+                    .iter()
+                    .filter(|s| !expanded.contains(&clusters.of(s.id)))
+                    .max();
+                let Some(next) = next else { break };
+                let cluster = clusters.of(next.id);
+                expanded.push(cluster);
+                fresh.clear();
+                fresh.extend(
+                    clusters
+                        .members(cluster)
+                        .iter()
+                        .copied()
+                        .filter(|&d| admit.admits(d) && set.insert(d)),
+                );
+                self.score_each(dense, fresh.iter().copied(), |id, score| {
+                    // A member sharing no term with the query is no candidate.
+                    if score > 0.0 {
+                        top.push(Scored { id, score });
+                    }
+                });
+            }
+            set.clear();
+        }
         for &(term, _) in query {
             dense[term as usize] = 0.0;
         }
-        top.into_sorted_vec()
+        let mut found = top.into_sorted_vec();
+        found.truncate(kappa);
+        found
     }
 
-    /// Adds `q · w` to `partial[d]` for every posting `(d, w)` of the walked terms' pruned lists
-    /// and returns the documents touched, each once. Each addition is at least the smallest
-    /// positive float, so a touched slot is never zero again and nothing is listed twice.
+    /// Adds `q · w` to `partial[d]` for every posting `(d, w)` of the first `depth` postings of
+    /// the walked terms' pruned lists and returns the documents touched, each once. Each
+    /// addition is at least the smallest positive float, so a touched slot is never zero again
+    /// and nothing is listed twice.
     fn accumulate<'t>(
         &self,
         walked: &[(u32, f32)],
+        depth: usize,
         partial: &mut [f32],
         touched: &'t mut Vec<u32>,
     ) -> &'t [u32] {
         let offsets = self.impact_offsets.as_slice();
         let all_docs = self.impact_docs.as_slice();
         let all_weights = self.impact_weights.as_slice();
-        let list = |term: u32| offsets[term as usize] as usize..offsets[term as usize + 1] as usize;
+        let list = |term: u32| {
+            let start = offsets[term as usize] as usize;
+            let end = offsets[term as usize + 1] as usize;
+            start..end.min(start.saturating_add(depth))
+        };
         let postings: usize = walked.iter().map(|&(term, _)| list(term).len()).sum();
         if touched.len() < postings {
             touched.resize(postings, 0);

@@ -1,11 +1,12 @@
 //! Index builds: validate the inputs, write every file into a staging directory, commit.
 
+pub mod calibrate;
 pub mod docs;
 pub mod pq;
 pub mod vectors;
 
 use crate::approx::build::{build as build_approx, SparseMatrices};
-use crate::approx::{self, ApproxSettings};
+use crate::approx::{self, ApproxBuildParams, ApproxSettings};
 use crate::attributes;
 use crate::error::{Error, Result};
 use crate::format::array::{write_array, Element};
@@ -15,6 +16,7 @@ use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
 use crate::pq::TrainParams;
+use crate::sparse::InvertedIndex;
 use crate::tokens::Codec;
 use docs::{parse_docs, ParsedDocs, Vocabulary};
 use std::collections::BTreeMap;
@@ -179,15 +181,29 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
                 post_weights: &inverted.weights,
             };
             settings.query_defaults.validate()?;
+            settings.calibration.validate()?;
             let arrays = build_approx(&matrices, docs.vocab.len(), &settings.build)?;
             write_approx(&mut staging, &arrays)?;
             progress.advance(1);
             progress.finish();
-            Some(ApproxManifest {
-                build: settings.build,
+            let mut manifest = ApproxManifest {
+                build: ApproxBuildParams {
+                    tiers: true,
+                    ..settings.build
+                },
                 query_defaults: settings.query_defaults,
                 pruned_postings: arrays.impact_docs.len() as u64,
-            })
+                calibration: None,
+            };
+            if settings.calibration.queries > 0 {
+                progress.start("calibrating the approximate first stage", 1);
+                let outcome = calibrate_staged(&staging, &docs, &manifest.build, settings)?;
+                manifest.query_defaults = outcome.query_defaults;
+                manifest.calibration = Some(outcome.calibration);
+                progress.advance(1);
+                progress.finish();
+            }
+            Some(manifest)
         }
         None => None,
     };
@@ -312,6 +328,71 @@ pub(crate) fn put<T: Element>(staging: &mut StagingDir, name: &str, values: &[T]
     Ok(())
 }
 
+/// Calibrates the approximate first stage from the files already in the staging directory.
+fn calibrate_staged(
+    staging: &StagingDir,
+    docs: &ParsedDocs,
+    build: &ApproxBuildParams,
+    settings: &ApproxSettings,
+) -> Result<calibrate::Outcome> {
+    let doc_count = docs.ids.len();
+    let vocab_size = docs.vocab.len();
+    let postings = InvertedIndex::open(staging.path(), vocab_size, doc_count)?;
+    let approx = approx::ApproxIndex::open(staging.path(), vocab_size, doc_count, build)?;
+    let row = |d: u32| {
+        let range = docs.offsets[d as usize] as usize..docs.offsets[d as usize + 1] as usize;
+        docs.terms[range.clone()]
+            .iter()
+            .copied()
+            .zip(docs.weights[range].iter().copied())
+            .collect()
+    };
+    let source = match &settings.calibration_queries {
+        Some(path) => calibrate::QuerySource::Sample {
+            name: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            queries: read_queries(path, &docs.vocab)?,
+        },
+        None => calibrate::QuerySource::Documents { doc_count, row },
+    };
+    let stages = calibrate::Stages {
+        postings: &postings,
+        approx: &approx,
+        kept: build.n_postings,
+    };
+    Ok(calibrate::calibrate(
+        &stages,
+        source,
+        &settings.calibration,
+        settings.query_defaults,
+    ))
+}
+
+/// The queries of a JSONL file as `(term id, weight)` lists over `vocab`, terms outside it
+/// dropped, queries left without terms skipped; errors name the file and line.
+fn read_queries(path: &Path, vocab: &[String]) -> Result<Vec<Vec<(u32, f32)>>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let ids: std::collections::HashMap<&str, u32> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
+    let records = tandem_data::jsonl::parse_all(&text, &path.display().to_string())
+        .map_err(|e| Error::bad_input("--calibration-queries-file", e.to_string()))?;
+    Ok(records
+        .iter()
+        .map(|r| {
+            r.terms
+                .iter()
+                .filter_map(|(t, w)| ids.get(t.as_str()).map(|&id| (id, *w)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|terms| !terms.is_empty())
+        .collect())
+}
+
 /// Writes the approximate first stage's arrays into the staging directory.
 pub(crate) fn write_approx(
     staging: &mut StagingDir,
@@ -323,7 +404,13 @@ pub(crate) fn write_approx(
     put(staging, f::FORWARD_WEIGHTS, &a.forward_weights)?;
     put(staging, f::IMPACT_OFFSETS, &a.impact_offsets)?;
     put(staging, f::IMPACT_DOCS, &a.impact_docs)?;
-    put(staging, f::IMPACT_WEIGHTS, &a.impact_weights)
+    put(staging, f::IMPACT_WEIGHTS, &a.impact_weights)?;
+    if let Some(c) = &a.clusters {
+        put(staging, f::CLUSTER_OFFSETS, &c.offsets)?;
+        put(staging, f::CLUSTER_DOCS, &c.docs)?;
+        put(staging, f::CLUSTER_OF, &c.of)?;
+    }
+    Ok(())
 }
 
 fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String, String> {
@@ -362,8 +449,13 @@ fn build_parameters(config: &BuildConfig, vectors: &NpyArray) -> BTreeMap<String
         "first_stage".to_string(),
         match &config.approx {
             Some(a) => format!(
-                "approx (n_postings {}; query defaults query_cut {}, rescore {})",
-                a.build.n_postings, a.query_defaults.query_cut, a.query_defaults.rescore
+                "approx (n_postings {}, cluster_size {}; query defaults query_cut {}, depth {}, rescore {}, expand {})",
+                a.build.n_postings,
+                a.build.cluster_size,
+                a.query_defaults.query_cut,
+                a.query_defaults.depth,
+                a.query_defaults.rescore,
+                a.query_defaults.expand
             ),
             None => "exact".to_string(),
         },

@@ -36,6 +36,35 @@ pub struct ApproxManifest {
     pub query_defaults: ApproxQueryParams,
     /// Postings kept over all terms.
     pub pruned_postings: u64,
+    /// How the query defaults were chosen, when calibrated at build time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// A build-time calibration of the approximate first stage: queries (made from the documents,
+/// or a sample given at build) answered exactly and approximately (see `build::calibrate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Queries answered.
+    pub queries: usize,
+    /// Where they came from: `documents` (pseudo-queries made from the indexed documents) or
+    /// the name of the queries file given at build.
+    #[serde(default)]
+    pub source: String,
+    /// The accuracy@10 asked for.
+    pub target_accuracy: f32,
+    /// The accuracy@10 the query defaults reached on the pseudo-queries.
+    pub accuracy_at_10: f32,
+    /// No setting tried reached the target, or exact search was faster: queries that do not
+    /// choose a first stage use the exact one.
+    pub exact_by_default: bool,
+    /// Mean microseconds per calibration query at the recorded defaults (one thread, at build).
+    #[serde(default)]
+    pub mean_us: f32,
+    /// Mean microseconds per calibration query of the exact first stage (likewise).
+    #[serde(default)]
+    pub exact_mean_us: f32,
 }
 
 /// The manifest of an index directory.

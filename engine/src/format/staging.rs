@@ -57,6 +57,11 @@ impl StagingDir {
         })
     }
 
+    /// The staging directory itself (its files can be opened before the commit).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Where file `name` is to be written.
     pub fn file_path(&self, name: &str) -> PathBuf {
         self.path.join(name)
