@@ -17,6 +17,7 @@ use crate::workers::{Cancel, Rejected};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tandem_engine::approx::ApproxQueryParams;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::{Index, SearchStats};
 use tandem_proto::v1::search_server::Search;
@@ -455,6 +456,11 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
     let manifest = index.manifest();
     let options = &shared.options;
     let deleted = index.tombstones().len();
+    let approx = manifest.approx.as_ref();
+    let calibration = approx.and_then(|a| a.calibration.as_ref());
+    let approx_default = |knob: fn(&ApproxQueryParams) -> usize| {
+        approx.map_or(0, |a| saturate(knob(&a.query_defaults)))
+    };
     IndexInfo {
         doc_count: manifest.doc_count,
         vocab_size: manifest.vocab_size,
@@ -478,42 +484,14 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
             FirstStage::Approx(_) => "approximate".to_string(),
             FirstStage::Exact => "exact".to_string(),
         },
-        default_query_cut: manifest
-            .approx
-            .as_ref()
-            .map_or(0, |a| saturate(a.query_defaults.query_cut)),
-        default_rescore: manifest
-            .approx
-            .as_ref()
-            .map_or(0, |a| saturate(a.query_defaults.rescore)),
-        default_depth: manifest
-            .approx
-            .as_ref()
-            .map_or(0, |a| saturate(a.query_defaults.depth)),
-        default_expand: manifest
-            .approx
-            .as_ref()
-            .map_or(0, |a| saturate(a.query_defaults.expand)),
-        cluster_size: manifest
-            .approx
-            .as_ref()
-            .map_or(0, |a| saturate(a.build.cluster_size)),
-        expected_accuracy_at_10: manifest
-            .approx
-            .as_ref()
-            .and_then(|a| a.calibration.as_ref())
-            .map(|c| c.accuracy_at_10),
-        calibration_source: manifest
-            .approx
-            .as_ref()
-            .and_then(|a| a.calibration.as_ref())
-            .map(|c| c.source.clone())
-            .unwrap_or_default(),
-        calibration_queries: manifest
-            .approx
-            .as_ref()
-            .and_then(|a| a.calibration.as_ref())
-            .map_or(0, |c| saturate(c.queries)),
+        default_query_cut: approx_default(|q| q.query_cut),
+        default_rescore: approx_default(|q| q.rescore),
+        default_depth: approx_default(|q| q.depth),
+        default_expand: approx_default(|q| q.expand),
+        cluster_size: approx.map_or(0, |a| saturate(a.build.cluster_size)),
+        expected_accuracy_at_10: calibration.map(|c| c.accuracy_at_10),
+        calibration_source: calibration.map(|c| c.source.clone()).unwrap_or_default(),
+        calibration_queries: calibration.map_or(0, |c| saturate(c.queries)),
         bytes_per_token: index.tokens().vector_bytes() as f32 / manifest.token_count.max(1) as f32,
         default_cp_alpha: options.default_cp_alpha,
         default_ee_beta: options.default_ee_beta.map(saturate),

@@ -46,12 +46,7 @@ fn unpruned_approximate_search_equals_exact_search() {
             cluster_size: 0,
             tiers: true,
         },
-        query_defaults: ApproxQueryParams::default(),
-        calibration: CalibrationParams {
-            queries: 0,
-            ..CalibrationParams::default()
-        },
-        calibration_queries: None,
+        ..uncalibrated()
     };
     let synth = synthetic_index_with(1500, 30, 8, 21, Some(settings)).unwrap();
     let index = Index::open(&synth.index).unwrap();
@@ -108,12 +103,7 @@ fn expanding_a_single_cluster_is_exact_search_also_under_a_filter() {
             cluster_size: 1_000_000,
             tiers: true,
         },
-        query_defaults: ApproxQueryParams::default(),
-        calibration: CalibrationParams {
-            queries: 0,
-            ..CalibrationParams::default()
-        },
-        calibration_queries: None,
+        ..uncalibrated()
     };
     let synth = synthetic_index_with(1200, 20, 8, 31, Some(settings)).unwrap();
     let index = Index::open(&synth.index).unwrap();
