@@ -329,16 +329,20 @@ impl ApproxIndex {
             best.iter().for_each(|&k| {
                 set.insert(doc_of(k));
             });
+            // Sorted, for a binary search: each round scans the whole top (up to `expand`
+            // entries), so a linear `contains` would make the rounds cubic in `expand`.
             let mut expanded: Vec<u32> = Vec::with_capacity(params.expand.min(1024));
             let mut fresh: Vec<u32> = Vec::new();
             for _ in 0..params.expand {
                 let next = top
                     .iter()
-                    .filter(|s| !expanded.contains(&clusters.of(s.id)))
+                    .filter(|s| expanded.binary_search(&clusters.of(s.id)).is_err())
                     .max();
                 let Some(next) = next else { break };
                 let cluster = clusters.of(next.id);
-                expanded.push(cluster);
+                if let Err(at) = expanded.binary_search(&cluster) {
+                    expanded.insert(at, cluster);
+                }
                 fresh.clear();
                 fresh.extend(
                     clusters
