@@ -1,10 +1,12 @@
 //! Criterion micro-benchmarks of the MaxSim kernels: one query of 32 tokens against a candidate
-//! of 80 tokens (the paper's MS MARCO shape) and of 160 tokens (scifact), dim 128, hot.
+//! of 80 tokens (the paper's MS MARCO shape) and of 160 tokens (scifact), dim 128, hot; each
+//! kernel plain (`maxsim/KERNEL/m`) and tracking each query token's best document token for
+//! explanations (`maxsim/KERNEL-matches/m`), so the argmax's cost is read per instruction set.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::f16;
 use std::hint::black_box;
-use tandem_engine::kernels::{self, KernelKind};
+use tandem_engine::kernels::{self, KernelKind, TokenMax};
 
 /// Deterministic values in [-1, 1] (xorshift), enough for timing.
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -34,6 +36,27 @@ fn maxsim(c: &mut Criterion) {
         {
             group.bench_with_input(BenchmarkId::new(kind.name(), m), &m, |b, &m| {
                 b.iter(|| kernels::maxsim(kind, black_box(&query), n_q, dim, black_box(&packed), m))
+            });
+            let mut matches = vec![
+                TokenMax {
+                    token: 0,
+                    score: 0.0
+                };
+                n_q
+            ];
+            let name = format!("{}-matches", kind.name());
+            group.bench_with_input(BenchmarkId::new(name, m), &m, |b, &m| {
+                b.iter(|| {
+                    kernels::maxsim_matches(
+                        kind,
+                        black_box(&query),
+                        n_q,
+                        dim,
+                        black_box(&packed),
+                        m,
+                        &mut matches,
+                    )
+                })
             });
         }
     }

@@ -1,5 +1,6 @@
 //! Criterion benchmark of the query loop on a fixed small synthetic index (5,000 documents,
-//! seed 1): the exact and approximate first stages, and a whole two-stage query.
+//! seed 1): the exact and approximate first stages, and a whole two-stage query (with and
+//! without explanations).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
@@ -36,6 +37,7 @@ fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
         overwrite: false,
         approx: Some(ApproxSettings::default()),
         codec: tandem_engine::tokens::Codec::F16,
+        doc_tokens: None,
     };
     build_index(&build, &NoProgress).expect("index build");
     let index = Index::open(&out).expect("index");
@@ -97,6 +99,7 @@ fn query_loop(c: &mut Criterion) {
         ee_beta: None,
         rerank: true,
         prefetch: false,
+        explain: false,
         fusion: tandem_engine::Fusion::NONE,
     };
     group.bench_function("two_stage_exact_kappa20", |b| {
@@ -110,6 +113,43 @@ fn query_loop(c: &mut Criterion) {
             }
         })
     });
+    // Explanations at κ = 30: their overhead is (explain − plain) / (plain − first stage),
+    // the share of the rerank time (README, "Explaining hits"; `tandem-bench rerank` measures
+    // it interleaved on a real corpus).
+    group.bench_function("first_stage_exact_k30", |b| {
+        b.iter(|| {
+            for q in &queries {
+                black_box(
+                    index
+                        .first_stage(q, 30, &FirstStage::Exact)
+                        .expect("search"),
+                );
+            }
+        })
+    });
+    for explain in [false, true] {
+        let params = SearchParams {
+            kappa: 30,
+            explain,
+            ..params
+        };
+        let name = if explain {
+            "two_stage_exact_kappa30_explain"
+        } else {
+            "two_stage_exact_kappa30"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for q in &queries {
+                    black_box(
+                        index
+                            .search(q, &params, &Limits::default())
+                            .expect("search"),
+                    );
+                }
+            })
+        });
+    }
     group.finish();
 }
 

@@ -254,6 +254,7 @@ fn build_evalset_index(data: &Path, out: &Path) -> anyhow::Result<()> {
             overwrite: false,
             approx: None,
             codec: tandem_engine::tokens::Codec::F16,
+            doc_tokens: None,
         },
         &NoProgress,
     )?;

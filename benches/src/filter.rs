@@ -190,6 +190,7 @@ pub fn filter(args: &FilterArgs) -> anyhow::Result<()> {
             ee_beta: None,
             rerank,
             prefetch: false,
+            explain: false,
             fusion: Fusion::NONE,
         };
         for case in &cases {

@@ -308,6 +308,7 @@ pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
             ee_beta: args.ee_beta,
             rerank: true,
             prefetch: false,
+            explain: false,
             fusion,
         };
         measure(&index, &queries, &qrels, &params, 1).map(|m| m.metrics)

@@ -18,6 +18,12 @@
 //! server's default, which does so only while the last residency check (`mincore`, untimed here;
 //! every few seconds in the server) found a page of the token files missing. Times include the
 //! prefetch requests.
+//!
+//! Last, the cost of explanations (`SearchRequest.explain`): per kernel, the kernel tracking each
+//! query token's best document token against the plain kernel (from the CPU caches), and whole
+//! searches (exact first stage, κ candidates, detected kernel) with `explain` off and on,
+//! interleaved query by query in the same run; the overhead is reported as a share of the rerank
+//! time (search − first stage), medians over queries.
 
 use crate::workload::{load_queries, QueryFiles};
 use anyhow::Context;
@@ -26,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tandem_engine::kernels::{self, KernelKind};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Verify};
+use tandem_engine::{Fusion, Index, Limits, SearchParams, Verify};
 
 /// Arguments of `tandem-bench rerank`.
 #[derive(Debug, clap::Args)]
@@ -265,9 +271,11 @@ pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
     } else {
         cache_modes(&index, &work, args.kappa)
     };
+    let explain_rows = explain_cost(&index, args, &work)?;
     if let Some(path) = &args.json {
         let report = json!({
             "cache_modes": cache_rows,
+            "explain": explain_rows,
             "index": args.files.index.display().to_string(),
             "queries": work.queries.len(),
             "kappa": args.kappa,
@@ -337,4 +345,139 @@ fn cache_modes(index: &Index, work: &Workload, kappa: usize) -> Vec<serde_json::
         }
     }
     rows
+}
+
+/// The cost of explanations: per kernel (from the CPU caches) and per whole search; returns the
+/// JSON object after printing it.
+fn explain_cost(
+    index: &Index,
+    args: &RerankArgs,
+    work: &Workload,
+) -> anyhow::Result<serde_json::Value> {
+    let dim = work.dim;
+    println!("\nexplanations, kernel tracking the best document token vs plain (cpu-cache):");
+    println!(
+        "{:<8} {:>16} {:>18} {:>10}",
+        "kernel", "ns/cand plain", "ns/cand matches", "overhead"
+    );
+    let mut kernel_rows = Vec::new();
+    for kind in KernelKind::ALL
+        .into_iter()
+        .filter(|k| k.is_available() && *k != KernelKind::Scalar)
+    {
+        // Per query, alternating plain and matches passes over the candidates (hot).
+        let (mut plain, mut tracked) = (Vec::new(), Vec::new());
+        let mut matches = Vec::new();
+        let mut sink = 0f32;
+        for (values, docs) in &work.queries {
+            let n_q = values.len() / dim;
+            let docs: Vec<_> = docs.iter().filter_map(|&d| index.tokens().doc(d)).collect();
+            if docs.is_empty() {
+                continue;
+            }
+            let (mut a, mut b) = (0.0, 0.0);
+            for pass in 0..=args.repeat.max(1) {
+                let started = Instant::now();
+                for doc in &docs {
+                    sink += doc.maxsim(kind, values, n_q, dim);
+                }
+                let t_plain = started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                for doc in &docs {
+                    matches.clear();
+                    matches.resize(
+                        n_q,
+                        kernels::TokenMax {
+                            token: 0,
+                            score: 0.0,
+                        },
+                    );
+                    sink += doc.maxsim_matches(kind, values, n_q, dim, &mut matches);
+                }
+                let t_tracked = started.elapsed().as_secs_f64();
+                if pass > 0 {
+                    (a, b) = (a + t_plain, b + t_tracked);
+                }
+            }
+            let per = 1e9 / (docs.len() * args.repeat.max(1)) as f64;
+            plain.push(a * per);
+            tracked.push(b * per);
+        }
+        std::hint::black_box(sink);
+        let (p, t) = (quantile(&plain, 0.5), quantile(&tracked, 0.5));
+        let overhead = 100.0 * (t - p) / p;
+        println!("{:<8} {p:>16.0} {t:>18.0} {overhead:>9.1}%", kind.name());
+        kernel_rows.push(json!({"kernel": kind.name(), "ns_per_candidate_plain": p, "ns_per_candidate_matches": t, "overhead_percent": overhead}));
+    }
+    // Whole searches: first stage alone, then the two-stage search without and with
+    // explanations, each query in turn, `repeat` times.
+    let params = |explain| SearchParams {
+        first_stage: FirstStage::Exact,
+        k: 10,
+        kappa: args.kappa,
+        cp_alpha: None,
+        ee_beta: None,
+        rerank: true,
+        prefetch: false,
+        explain,
+        fusion: Fusion::NONE,
+    };
+    let (off, on) = (params(false), params(true));
+    let limits = Limits::default();
+    let queries = load_queries(&args.files, index)?;
+    let (mut first, mut plain, mut explained) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, query) in &queries {
+        let (mut f, mut p, mut e) = (f64::MAX, f64::MAX, f64::MAX);
+        // Best of the passes for each, so that a preempted pass does not count.
+        for _ in 0..=args.repeat.max(1) {
+            let started = Instant::now();
+            std::hint::black_box(index.first_stage(query, args.kappa, &FirstStage::Exact)?);
+            f = f.min(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            std::hint::black_box(index.search(query, &off, &limits)?);
+            p = p.min(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            std::hint::black_box(index.search(query, &on, &limits)?);
+            e = e.min(started.elapsed().as_secs_f64());
+        }
+        first.push(f * 1e6);
+        plain.push(p * 1e6);
+        explained.push(e * 1e6);
+    }
+    let (f, p, e) = (
+        quantile(&first, 0.5),
+        quantile(&plain, 0.5),
+        quantile(&explained, 0.5),
+    );
+    // Per query, the explanation's extra time over its rerank time.
+    let shares: Vec<f64> = first
+        .iter()
+        .zip(&plain)
+        .zip(&explained)
+        .filter(|((f, p), _)| *p > *f)
+        .map(|((f, p), e)| 100.0 * (e - p) / (p - f))
+        .collect();
+    let share = quantile(&shares, 0.5);
+    println!(
+        "\n{} kernel, κ = {}, {} queries, µs per query (median of each query's best of {} passes):",
+        kernels::detect(),
+        args.kappa,
+        queries.len(),
+        args.repeat.max(1) + 1
+    );
+    println!(
+        "first stage {f:.1}, search {p:.1}, search + explain {e:.1}: explain adds {:.1} µs, {share:.1}% of the rerank time (median over queries)",
+        e - p
+    );
+    Ok(json!({
+        "kernels": kernel_rows,
+        "search": {
+            "kernel": kernels::detect().name(),
+            "kappa": args.kappa,
+            "first_stage_us_p50": f,
+            "search_us_p50": p,
+            "search_explain_us_p50": e,
+            "overhead_percent_of_rerank_p50": share,
+        },
+    }))
 }

@@ -114,6 +114,7 @@ pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
                     ee_beta: beta,
                     rerank: true,
                     prefetch: false,
+                    explain: false,
                     fusion,
                 };
                 let m = measure(&index, &queries, &qrels, &params, args.repeat)?;

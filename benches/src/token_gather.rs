@@ -461,6 +461,7 @@ fn two_stage(
         ee_beta: None,
         rerank: true,
         prefetch: false,
+        explain: false,
         fusion,
     };
     let limits = Limits {
@@ -737,6 +738,7 @@ mod tests {
                 overwrite: false,
                 approx: None,
                 codec: Codec::F16,
+                doc_tokens: None,
             },
             &NoProgress,
         )

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-use tandem_proto::v1::{FirstStage, FusionMethod, IndexInfo};
+use tandem_proto::v1::{FirstStage, FusionMethod, Hit, IndexInfo};
 
 /// Query a tandem server.
 #[derive(Debug, Parser)]
@@ -121,6 +121,11 @@ pub struct SearchArgs {
     /// The run tag (last column).
     #[arg(long, default_value = "tandem")]
     pub tag: String,
+    /// Ask for explanations and print each hit's on stdout, aligned: the document token each
+    /// query token matched (with their strings when known) and the terms behind the sparse
+    /// score. The TREC run then goes only to --out FILE (not to stdout).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// Query files on a command line (`tandem search`, `tandem-bench load`).
@@ -586,6 +591,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
         .map(|i| {
             let mut request = queries.request(i, &knobs);
             filter.apply(&mut request);
+            request.explain = args.explain;
             request
         })
         .collect();
@@ -597,9 +603,23 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
         .map_err(|s| anyhow::anyhow!("server answered {:?}: {}", s.code(), s.message()))?;
     let seconds = started.elapsed().as_secs_f64();
     let unknown: u64 = responses.iter().map(|r| r.unknown_tokens as u64).sum();
+    if args.explain {
+        let mut stdout = std::io::stdout().lock();
+        for response in &responses {
+            for (rank, hit) in response.hits.iter().enumerate() {
+                write!(
+                    stdout,
+                    "{}",
+                    explanation_view(&response.query_id, rank + 1, hit)
+                )?;
+            }
+        }
+    }
     if args.out.as_os_str() == "-" {
-        let stdout = std::io::stdout();
-        write_run(&mut stdout.lock(), &responses, &args.tag)?;
+        if !args.explain {
+            let stdout = std::io::stdout();
+            write_run(&mut stdout.lock(), &responses, &args.tag)?;
+        }
     } else {
         let file = std::fs::File::create(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -622,10 +642,133 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<SearchReport> {
     })
 }
 
+/// One hit's explanation as aligned text: a header line, then one line per query token (its
+/// wordpiece when known, the matched document token and its string when known, the dot
+/// product), then one line per shared term.
+pub fn explanation_view(query_id: &str, rank: usize, hit: &Hit) -> String {
+    let mut out = format!(
+        "query {query_id}  rank {rank}  doc {}  score {:.4}  maxsim {}  sparse {:.4}\n",
+        hit.doc_id,
+        hit.score,
+        hit.maxsim_score
+            .map_or("-".to_string(), |m| format!("{m:.4}")),
+        hit.sparse_score
+    );
+    let Some(e) = &hit.explanation else {
+        out.push_str("  (no explanation)\n");
+        return out;
+    };
+    let shown = |text: &str, position: u32| {
+        if text.is_empty() {
+            format!("#{position}")
+        } else {
+            format!("{text} #{position}")
+        }
+    };
+    let rows: Vec<(String, String, f32)> = e
+        .token_matches
+        .iter()
+        .map(|m| {
+            let query = shown(&m.query_text, m.query_token);
+            (query, shown(&m.doc_text, m.doc_token), m.score)
+        })
+        .collect();
+    if !rows.is_empty() {
+        let wq = rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        let wd = rows
+            .iter()
+            .map(|r| r.1.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(9);
+        out.push_str(&format!(
+            "  {:<wq$}    {:<wd$}  {:>8}\n",
+            "query token", "doc token", "score"
+        ));
+        for (query, doc, score) in &rows {
+            out.push_str(&format!("  {query:<wq$} -> {doc:<wd$}  {score:>8.4}\n"));
+        }
+    }
+    if !e.terms.is_empty() {
+        let wt = e
+            .terms
+            .iter()
+            .map(|t| t.term.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        out.push_str(&format!(
+            "  {:<wt$}  {:>8}  {:>8}  {:>12}\n",
+            "term", "query w", "doc w", "contribution"
+        ));
+        for t in &e.terms {
+            out.push_str(&format!(
+                "  {:<wt$}  {:>8.4}  {:>8.4}  {:>12.4}\n",
+                t.term, t.query_weight, t.doc_weight, t.contribution
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tandem_proto::v1::EncoderInfo;
+
+    #[test]
+    fn the_explanation_view_aligns_tokens_and_terms() {
+        use tandem_proto::v1::{Explanation, TermContribution, TokenMatch};
+        let hit = Hit {
+            doc_id: "d7".into(),
+            score: 1.5,
+            sparse_score: 0.75,
+            maxsim_score: Some(1.5),
+            explanation: Some(Explanation {
+                token_matches: vec![
+                    TokenMatch {
+                        query_token: 0,
+                        doc_token: 3,
+                        score: 1.0,
+                        query_text: "[CLS]".into(),
+                        doc_text: "protein".into(),
+                    },
+                    TokenMatch {
+                        query_token: 1,
+                        doc_token: 12,
+                        score: 0.5,
+                        query_text: String::new(),
+                        doc_text: String::new(),
+                    },
+                ],
+                terms: vec![TermContribution {
+                    term: "protein".into(),
+                    term_id: 9,
+                    query_weight: 1.5,
+                    doc_weight: 0.5,
+                    contribution: 0.75,
+                }],
+            }),
+            ..Hit::default()
+        };
+        let view = explanation_view("q1", 2, &hit);
+        let lines: Vec<&str> = view.lines().collect();
+        assert_eq!(
+            lines[0],
+            "query q1  rank 2  doc d7  score 1.5000  maxsim 1.5000  sparse 0.7500"
+        );
+        assert_eq!(lines[1], "  query token    doc token      score");
+        assert_eq!(lines[2], "  [CLS] #0    -> protein #3    1.0000");
+        assert_eq!(lines[3], "  #1          -> #12           0.5000");
+        assert_eq!(lines[4], "  term      query w     doc w  contribution");
+        assert_eq!(lines[5], "  protein    1.5000    0.5000        0.7500");
+        assert_eq!(lines.len(), 6);
+    }
 
     fn sample() -> IndexInfo {
         IndexInfo {

@@ -141,6 +141,7 @@ impl QuerySet {
                 dim: self.dim as u32,
                 values: all[i].clone(),
                 f16_le: Vec::new(),
+                f32_le: Vec::new(),
             })
         };
         let query = match &self.texts {

@@ -9,7 +9,8 @@
 
 use crate::approx::build::{build as build_approx, SparseMatrices};
 use crate::approx::ApproxBuildParams;
-use crate::build::{put, write_approx, write_strings, Progress};
+use crate::build::{put, write_approx, write_strings, write_token_strings, Progress};
+use crate::doc_tokens::TokenStrings;
 use crate::error::{Error, Result};
 use crate::format::array::{ArrayFile, Element};
 use crate::format::files;
@@ -196,6 +197,13 @@ pub fn compact(
         files::TOKENS_PADDED,
         &regather_offsets(padded, &kept),
     )?;
+    if let Some(strings) = index.doc_token_strings() {
+        let input = TokenStrings {
+            strings: strings.strings().map(str::to_string).collect(),
+            ids: gather(strings.ids(), token_offsets, &kept, 1),
+        };
+        write_token_strings(&mut staging, &input)?;
+    }
     let dim = index.dim();
     let codec = Codec::from_name(&manifest.vector_codec).ok_or_else(|| {
         Error::corrupt(

@@ -2,6 +2,7 @@
 
 use crate::approx::ApproxIndex;
 use crate::attributes::{self, Attributes};
+use crate::doc_tokens::DocTokenStrings;
 use crate::error::{Error, Result};
 use crate::format::array::{checksum_file, ArrayFile};
 use crate::format::manifest::Manifest;
@@ -37,6 +38,7 @@ pub struct Index {
     /// Internal ids ordered by external id, to resolve external ids by binary search.
     by_external_id: Vec<u32>,
     attributes: Option<Attributes>,
+    doc_token_strings: Option<DocTokenStrings>,
     tombstones: Tombstones,
 }
 
@@ -208,6 +210,7 @@ impl Index {
             }
             None => None,
         };
+        let doc_token_strings = DocTokenStrings::open(dir, &manifest, token_count)?;
         let tombstones = Tombstones::open(dir, doc_count as u32)?;
         Ok(Index {
             dir: dir.to_path_buf(),
@@ -220,8 +223,25 @@ impl Index {
             tokens,
             by_external_id,
             attributes,
+            doc_token_strings,
             tombstones,
         })
+    }
+
+    /// The index's document token strings, when it was built with them.
+    pub fn doc_token_strings(&self) -> Option<&DocTokenStrings> {
+        self.doc_token_strings.as_ref()
+    }
+
+    /// The string of token `position` of document `doc`, when the index stores them and both
+    /// are in range.
+    pub fn doc_token_text(&self, doc: u32, position: u32) -> Option<&str> {
+        let range = self.tokens.token_range(doc)?;
+        let row = range.start.checked_add(position as usize)?;
+        if row >= range.end {
+            return None;
+        }
+        self.doc_token_strings.as_ref()?.get(row)
     }
 
     /// The directory the index was loaded from.

@@ -17,9 +17,11 @@ pub mod approx;
 pub mod attributes;
 pub mod build;
 pub mod compact;
+pub mod doc_tokens;
 #[cfg(feature = "encoders")]
 pub mod encoders;
 pub mod error;
+pub mod explain;
 pub mod expr;
 pub mod filter;
 pub mod format;

@@ -1,7 +1,7 @@
 //! MaxSim scoring of candidates: the query's token vectors against each document's packed
 //! token vectors, with the fastest kernel this CPU supports (see [`crate::kernels`]).
 
-use crate::kernels::{self, KernelKind};
+use crate::kernels::{self, KernelKind, TokenMax};
 use crate::tokens::DocTokens;
 
 /// Scores documents against one query's token vectors.
@@ -28,5 +28,22 @@ impl<'q> MaxSimScorer<'q> {
     /// any of the document's tokens. A document without tokens scores 0.
     pub fn score(&self, doc: DocTokens<'_>) -> f32 {
         doc.maxsim(self.kernel, self.query, self.rows, self.dim)
+    }
+
+    /// Query tokens (rows of the query's vectors).
+    pub fn query_tokens(&self) -> usize {
+        self.rows
+    }
+
+    /// [`MaxSimScorer::score`] that also writes, for each query token, its best document token
+    /// and their dot product into `matches` (one per query token; left as they were for a
+    /// document without tokens). The total is bit for bit the one [`MaxSimScorer::score`]
+    /// returns.
+    ///
+    /// # Panics
+    ///
+    /// If `matches` does not hold one entry per query token.
+    pub fn score_with_matches(&self, doc: DocTokens<'_>, matches: &mut [TokenMax]) -> f32 {
+        doc.maxsim_matches(self.kernel, self.query, self.rows, self.dim, matches)
     }
 }

@@ -6,9 +6,11 @@
 //! were reranked by `norm(MaxSim) + w · norm(sparse)`, normalised over those candidates.
 
 use crate::error::{Error, Result};
+use crate::explain::Explanation;
 use crate::filter::{Admit, Filter};
 use crate::fusion::Fusion;
 use crate::index::Index;
+use crate::kernels::TokenMax;
 use crate::maxsim::MaxSimScorer;
 use crate::topk::{Scored, TopK};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +93,9 @@ pub struct SearchParams {
     /// it is skipped while the token store knows itself resident: see
     /// [`TokenStore::check_residency`](crate::tokens::TokenStore::check_residency)).
     pub prefetch: bool,
+    /// Explain every hit (see [`crate::explain`]): which document token each query token matched,
+    /// which terms carried the sparse score. Off, the pipeline does no extra work.
+    pub explain: bool,
 }
 
 /// A query's token vectors: `values.len() / dim` rows of `dim` f32 values.
@@ -152,6 +157,8 @@ pub struct SearchOutput {
     pub hits: Vec<Hit>,
     /// Counters.
     pub stats: SearchStats,
+    /// With [`SearchParams::explain`], one explanation per hit (same order); else empty.
+    pub explanations: Vec<Explanation>,
 }
 
 impl Index {
@@ -193,7 +200,7 @@ impl Index {
 
         let Some(vectors) = vectors else {
             candidates.truncate(params.k);
-            let hits = candidates
+            let hits: Vec<Hit> = candidates
                 .iter()
                 .map(|c| Hit {
                     doc: c.id,
@@ -203,7 +210,17 @@ impl Index {
                     fused: None,
                 })
                 .collect();
-            return Ok(SearchOutput { hits, stats });
+            let explanations = if params.explain {
+                let docs: Vec<u32> = hits.iter().map(|h| h.doc).collect();
+                Explanation::for_hits(self, &docs, [], &query.terms)
+            } else {
+                Vec::new()
+            };
+            return Ok(SearchOutput {
+                hits,
+                stats,
+                explanations,
+            });
         };
 
         if let Some(alpha) = params.cp_alpha {
@@ -222,12 +239,29 @@ impl Index {
         let mut top = TopK::new(params.k);
         let mut maxsim = Vec::with_capacity(candidates.len());
         let mut misses = 0usize;
+        // With `explain`, `n_q` matches per scored candidate (in candidate order), and whether
+        // the candidate had tokens to match (else its matches are left out).
+        let n_q = scorer.query_tokens();
+        let mut matches: Vec<TokenMax> = Vec::new();
+        let mut matched: Vec<bool> = Vec::new();
         for (position, candidate) in candidates.iter().enumerate() {
             check()?;
-            let score = self
-                .tokens()
-                .doc(candidate.id)
-                .map_or(0.0, |tokens| scorer.score(tokens));
+            let tokens = self.tokens().doc(candidate.id);
+            let score = match (tokens, params.explain) {
+                (None, _) => 0.0,
+                (Some(tokens), false) => scorer.score(tokens),
+                (Some(tokens), true) => {
+                    let at = matches.len();
+                    matches.resize(at + n_q, TokenMax::NONE);
+                    scorer.score_with_matches(tokens, &mut matches[at..])
+                }
+            };
+            if params.explain {
+                if tokens.is_none() {
+                    matches.resize(matches.len() + n_q, TokenMax::NONE);
+                }
+                matched.push(tokens.is_some_and(|t| t.tokens > 0));
+            }
             maxsim.push(score);
             // Ids in the top-k are positions in the candidate list: MaxSim ties go to the
             // candidate with the better sparse rank.
@@ -255,7 +289,8 @@ impl Index {
                 fused,
             }
         };
-        let hits = if params.fusion.is_active() {
+        // Positions in the candidate list with final scores, best first.
+        let (ranked, fused) = if params.fusion.is_active() {
             let sparse: Vec<f32> = candidates[..maxsim.len()].iter().map(|c| c.score).collect();
             let mut top = TopK::new(params.k);
             for (position, score) in params.fusion.fuse(&maxsim, &sparse).into_iter().enumerate() {
@@ -264,18 +299,37 @@ impl Index {
                     score,
                 });
             }
-            top.into_sorted_vec()
-                .into_iter()
-                .map(|s| hit(s, Some(s.score)))
-                .collect()
+            (top.into_sorted_vec(), true)
         } else {
-            top.into_sorted_vec()
-                .into_iter()
-                .map(|s| hit(s, None))
-                .collect()
+            (top.into_sorted_vec(), false)
+        };
+        let hits = ranked
+            .iter()
+            .map(|&s| hit(s, fused.then_some(s.score)))
+            .collect();
+        let explanations = if params.explain {
+            let docs: Vec<u32> = ranked
+                .iter()
+                .map(|s| candidates[s.id as usize].id)
+                .collect();
+            let of = |s: &Scored| {
+                let at = s.id as usize;
+                if matched[at] {
+                    &matches[at * n_q..(at + 1) * n_q]
+                } else {
+                    &[][..]
+                }
+            };
+            Explanation::for_hits(self, &docs, ranked.iter().map(of), &query.terms)
+        } else {
+            Vec::new()
         };
         stats.rerank_us = started.elapsed().as_micros() as u64;
-        Ok(SearchOutput { hits, stats })
+        Ok(SearchOutput {
+            hits,
+            stats,
+            explanations,
+        })
     }
 
     /// The first stage alone: the best `kappa` documents for `query`'s sparse terms among those

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::format::array::ArrayFile;
 use crate::format::files;
-use crate::kernels::{self, packed_len, KernelKind};
+use crate::kernels::{self, packed_len, KernelKind, TokenMax};
 use crate::pq::{self, Codebook, PqDoc};
 use half::f16;
 use std::path::Path;
@@ -79,6 +79,75 @@ impl DocTokens<'_> {
                 kernels::maxsim_int8(kind, query, n_q, dim, values, scales, self.tokens)
             }
             DocData::Pq(doc) => pq::maxsim(kind, query, n_q, dim, doc),
+        }
+    }
+
+    /// [`DocTokens::maxsim`] that also writes each query token's best document token and its dot
+    /// product into `matches` (`n_q` entries; see [`kernels::maxsim_matches`]). The total is the
+    /// one [`DocTokens::maxsim`] returns. A document without tokens scores 0 and leaves
+    /// `matches` as it was.
+    pub fn maxsim_matches(
+        &self,
+        kind: KernelKind,
+        query: &[f32],
+        n_q: usize,
+        dim: usize,
+        matches: &mut [TokenMax],
+    ) -> f32 {
+        match self.data {
+            DocData::F16(packed) => {
+                kernels::maxsim_matches(kind, query, n_q, dim, packed, self.tokens, matches)
+            }
+            DocData::Int8 { values, scales } => kernels::maxsim_int8_matches(
+                kind,
+                query,
+                n_q,
+                dim,
+                values,
+                scales,
+                self.tokens,
+                matches,
+            ),
+            DocData::Pq(doc) => pq::maxsim_matches(kind, query, n_q, dim, doc, matches),
+        }
+    }
+
+    /// Replaces `out` with the document's token vectors as the kernels score them, `tokens`
+    /// rows of `dim` f32 values, row-major: f16 values widened; int8 values times their token's
+    /// scale; pq codes looked up in the 8-bit decoding tables, times the dimension's step and
+    /// the token's scale (see [`pq`]). A dot product with a row equals the kernels' up to f32
+    /// rounding (they sum in another order).
+    pub fn decode(&self, dim: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.reserve(self.tokens * dim);
+        let index = kernels::packed_index;
+        match self.data {
+            DocData::F16(packed) => {
+                for t in 0..self.tokens {
+                    out.extend((0..dim).map(|j| packed[index(t, j, dim)].to_f32()));
+                }
+            }
+            DocData::Int8 { values, scales } => {
+                for (t, &scale) in scales.iter().enumerate().take(self.tokens) {
+                    out.extend((0..dim).map(|j| f32::from(values[index(t, j, dim)]) * scale));
+                }
+            }
+            DocData::Pq(doc) => {
+                let (mut values, mut scales) = (Vec::new(), Vec::new());
+                doc.codebook.decode_packed(
+                    doc.codes,
+                    doc.scales,
+                    self.tokens,
+                    &mut values,
+                    &mut scales,
+                );
+                let steps = doc.codebook.steps();
+                for (t, &scale) in scales.iter().enumerate().take(self.tokens) {
+                    out.extend(
+                        (0..dim).map(|j| f32::from(values[index(t, j, dim)]) * steps[j] * scale),
+                    );
+                }
+            }
         }
     }
 }
@@ -230,8 +299,9 @@ impl TokenStore {
         self.dim
     }
 
-    /// The token range of `doc` (its rows in the input, without padding).
-    fn token_range(&self, doc: u32) -> Option<std::ops::Range<usize>> {
+    /// The token range of `doc`: its rows in the build's input (and its positions in any
+    /// per-token file), without padding; `None` for an id past the end.
+    pub fn token_range(&self, doc: u32) -> Option<std::ops::Range<usize>> {
         let offs = self.offsets.as_slice();
         Some(*offs.get(doc as usize)? as usize..*offs.get(doc as usize + 1)? as usize)
     }

@@ -29,6 +29,7 @@ fn tiny_index(dir: &std::path::Path) -> Index {
         overwrite: false,
         approx: Some(tandem_engine::approx::ApproxSettings::default()),
         codec: tandem_engine::tokens::Codec::F16,
+        doc_tokens: None,
     };
     build_index(&config, &NoProgress).unwrap();
     Index::open(&dir.join("index")).unwrap()
@@ -43,6 +44,7 @@ fn params(rerank: bool) -> SearchParams {
         ee_beta: None,
         rerank,
         prefetch: false,
+        explain: false,
         fusion: tandem_engine::Fusion::NONE,
     }
 }
@@ -148,6 +150,7 @@ fn attribute_faults_name_the_line_and_old_indexes_have_no_attributes() {
         overwrite: false,
         approx: None,
         codec: tandem_engine::tokens::Codec::F16,
+        doc_tokens: None,
     };
     let err = build_index(&config, &NoProgress).unwrap_err().to_string();
     assert!(

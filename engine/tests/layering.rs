@@ -29,11 +29,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("on-disk format, codecs", &["format", "pq", "attributes"]),
     (
         "index parts",
-        &["sparse", "approx", "tokens", "tombstones", "maxsim"],
+        &[
+            "sparse",
+            "approx",
+            "tokens",
+            "doc_tokens",
+            "tombstones",
+            "maxsim",
+        ],
     ),
     ("the index", &["index"]),
     ("filter compilation", &["filter"]),
-    ("the query pipeline", &["pipeline"]),
+    ("the query pipeline", &["pipeline", "explain"]),
     (
         "tools over the index",
         &["build", "compact", "weight_table", "encoders"],

@@ -48,6 +48,7 @@ fn build(dir: &std::path::Path, out: &str) -> Index {
         overwrite: false,
         approx: None,
         codec: Codec::Pq,
+        doc_tokens: None,
     };
     build_index(&config, &NoProgress).unwrap();
     Index::open(&dir.join(out)).unwrap()
@@ -99,6 +100,7 @@ fn a_pq_index_is_reproducible_and_scores_odd_shapes() {
         ee_beta: None,
         rerank: true,
         prefetch: true,
+        explain: false,
         fusion: tandem_engine::Fusion::NONE,
     };
     let out = index.search(&query, &params, &Limits::default()).unwrap();

@@ -94,6 +94,10 @@ pub struct BuildArgs {
     /// Document tokens are numeric ids into --vocab instead of terms.
     #[arg(long, requires = "vocab")]
     pub token_ids: bool,
+    /// Document token strings, stored so explanations show text: JSONL, one JSON array of
+    /// strings per document in --docs order, as long as its row of --lens.
+    #[arg(long, value_name = "FILE")]
+    pub doc_tokens: Option<PathBuf>,
     /// The index directory to create.
     #[arg(long)]
     pub out: PathBuf,
@@ -231,6 +235,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         out: args.out,
         overwrite: args.force,
         codec: Codec::from_name(&args.codec).unwrap_or(Codec::F16),
+        doc_tokens: args.doc_tokens,
         approx: (args.first_stage == "approx").then_some(ApproxSettings {
             build: ApproxBuildParams {
                 n_postings: args.n_postings,

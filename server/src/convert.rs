@@ -3,6 +3,7 @@
 use crate::config::ServeOptions;
 use half::f16;
 use tandem_engine::approx::ApproxQueryParams;
+use tandem_engine::explain::Explanation;
 use tandem_engine::filter::{parse, Filter};
 use tandem_engine::pipeline::{check_term_weight, FirstStage};
 use tandem_engine::{
@@ -56,6 +57,7 @@ pub fn prepare(
         },
         rerank,
         prefetch: options.prefetch,
+        explain: request.explain,
         fusion: fusion(options, &request)?,
     };
     let query = request
@@ -216,29 +218,30 @@ fn sparse_terms(
 }
 
 fn token_vectors(vectors: v1::TokenVectors) -> Result<QueryVectors> {
-    let values = match (vectors.values.is_empty(), vectors.f16_le.is_empty()) {
-        (false, true) => vectors.values,
-        (true, false) => {
-            if !vectors.f16_le.len().is_multiple_of(2) {
-                return Err(Error::invalid(
-                    "query.vectors.f16_le",
-                    format!(
-                        "{} bytes is not a whole number of float16 values",
-                        vectors.f16_le.len()
-                    ),
-                ));
-            }
-            vectors
-                .f16_le
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect()
-        }
-        (true, true) => return Err(Error::invalid("query.vectors", "no values given")),
-        (false, false) => {
+    let given = [
+        !vectors.values.is_empty(),
+        !vectors.f16_le.is_empty(),
+        !vectors.f32_le.is_empty(),
+    ];
+    let values = match given {
+        [true, false, false] => vectors.values,
+        [false, true, false] => le_values(
+            &vectors.f16_le,
+            "query.vectors.f16_le",
+            "float16",
+            |b: &[u8; 2]| f16::from_le_bytes(*b).to_f32(),
+        )?,
+        [false, false, true] => le_values(
+            &vectors.f32_le,
+            "query.vectors.f32_le",
+            "float32",
+            |b: &[u8; 4]| f32::from_le_bytes(*b),
+        )?,
+        [false, false, false] => return Err(Error::invalid("query.vectors", "no values given")),
+        _ => {
             return Err(Error::invalid(
                 "query.vectors",
-                "set either `values` (float32) or `f16_le`, not both",
+                "set exactly one of `values` (float32), `f16_le` and `f32_le`",
             ))
         }
     };
@@ -251,8 +254,78 @@ fn token_vectors(vectors: v1::TokenVectors) -> Result<QueryVectors> {
     })
 }
 
-/// Converts engine output to the response, with external ids.
-pub fn response(index: &Index, prepared: &Prepared, output: SearchOutput) -> v1::SearchResponse {
+/// An explanation in API terms, with the strings the index and the encoder know.
+fn explanation(
+    index: &Index,
+    doc: u32,
+    explanation: Explanation,
+    query_tokens: &[String],
+) -> v1::Explanation {
+    let token_matches = explanation
+        .token_matches
+        .iter()
+        .map(|m| v1::TokenMatch {
+            query_token: m.query_token,
+            doc_token: m.doc_token,
+            score: m.score,
+            query_text: query_tokens
+                .get(m.query_token as usize)
+                .cloned()
+                .unwrap_or_default(),
+            doc_text: index
+                .doc_token_text(doc, m.doc_token)
+                .unwrap_or_default()
+                .to_string(),
+        })
+        .collect();
+    let terms = explanation
+        .terms
+        .iter()
+        .map(|t| v1::TermContribution {
+            term: index.term(t.term).unwrap_or_default().to_string(),
+            term_id: t.term,
+            query_weight: t.query_weight,
+            doc_weight: t.doc_weight,
+            contribution: t.contribution,
+        })
+        .collect();
+    v1::Explanation {
+        token_matches,
+        terms,
+    }
+}
+
+/// The little-endian values of `N` bytes each in `bytes` (a whole number of them, else an
+/// error naming `field`).
+fn le_values<const N: usize>(
+    bytes: &[u8],
+    field: &str,
+    kind: &str,
+    value: impl Fn(&[u8; N]) -> f32,
+) -> Result<Vec<f32>> {
+    let (chunks, rest) = bytes.as_chunks::<N>();
+    if !rest.is_empty() {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} bytes is not a whole number of {kind} values",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(chunks.iter().map(value).collect())
+}
+
+/// Converts engine output to the response, with external ids (and, for explanations, term
+/// strings, the query's wordpieces `query_tokens` when known, and document token strings when
+/// the index has them).
+pub fn response(
+    index: &Index,
+    prepared: &Prepared,
+    output: SearchOutput,
+    query_tokens: &[String],
+) -> v1::SearchResponse {
+    let mut explanations = output.explanations.into_iter();
     let hits = output
         .hits
         .iter()
@@ -262,6 +335,9 @@ pub fn response(index: &Index, prepared: &Prepared, output: SearchOutput) -> v1:
             sparse_score: hit.sparse_score,
             maxsim_score: hit.maxsim,
             fused_score: hit.fused,
+            explanation: explanations
+                .next()
+                .map(|e| explanation(index, hit.doc, e, query_tokens)),
         })
         .collect();
     let s = output.stats;

@@ -117,6 +117,7 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
         overwrite: existing,
         approx: Some(tandem_engine::approx::ApproxSettings::default()),
         codec: tandem_engine::tokens::Codec::F16,
+        doc_tokens: None,
     };
     let summary = build_index(&config, &NoProgress)?;
     tracing::info!(
@@ -155,6 +156,7 @@ pub async fn show_queries(addr: &str, corpus: &DemoCorpus) -> anyhow::Result<()>
                     dim: dim as u32,
                     values,
                     f16_le: Vec::new(),
+                    f32_le: Vec::new(),
                 }),
                 ..Query::default()
             }),

@@ -52,8 +52,18 @@ impl EncoderSettings {
     }
 }
 
-/// What one job's texts came out as, per request: the encoder runs, or why it failed.
-pub type Filled = Vec<Result<Vec<EncoderRun>>>;
+/// What encoding did for one request.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    /// The encoder runs, reported in the response.
+    pub runs: Vec<EncoderRun>,
+    /// The wordpiece behind each query token vector, when the server encoded them and the
+    /// request asked for an explanation; else empty.
+    pub query_tokens: Vec<String>,
+}
+
+/// What one job's texts came out as, per request: what encoding did, or why it failed.
+pub type Filled = Vec<Result<Encoded>>;
 
 #[cfg(feature = "encoders")]
 mod loaded {
@@ -202,7 +212,7 @@ mod loaded {
                         vectors_wanted.push(i);
                     }
                 }
-                runs.push(need.map(|_| Vec::new()));
+                runs.push(need.map(|_| Encoded::default()));
             }
             match (&self.sparse, sparse_wanted.is_empty()) {
                 (_, true) => {}
@@ -274,6 +284,7 @@ mod loaded {
                                     dim: vectors.dim as u32,
                                     values: vectors.values,
                                     f16_le: Default::default(),
+                                    f32_le: Vec::new(),
                                 });
                         },
                         |i| EncoderRun {
@@ -284,6 +295,13 @@ mod loaded {
                             tokens: tokens[i],
                         },
                     );
+                    for &i in &vectors_wanted {
+                        if let (Ok(encoded), true) = (&mut runs[i], requests[i].explain) {
+                            let text = requests[i].query.as_ref().map_or("", |q| q.text.as_str());
+                            let tokenizer = encoder.tokenizer();
+                            encoded.query_tokens = tokenizer.wordpieces(text).unwrap_or_default();
+                        }
+                    }
                 }
             }
             runs
@@ -303,9 +321,9 @@ mod loaded {
             match encoded {
                 Ok(values) => {
                     for (pos, (&i, value)) in wanted.iter().zip(values).enumerate() {
-                        if let Ok(list) = &mut runs[i] {
+                        if let Ok(encoded) = &mut runs[i] {
                             set(&mut requests[i], value);
-                            list.push(run(pos));
+                            encoded.runs.push(run(pos));
                         }
                     }
                 }
@@ -397,7 +415,7 @@ mod absent {
                              vectors",
                         ))
                     } else {
-                        Ok(Vec::new())
+                        Ok(Encoded::default())
                     }
                 })
                 .collect()

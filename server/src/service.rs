@@ -59,9 +59,15 @@ fn answer_all(
         .into_iter()
         .zip(runs)
         .map(|(request, runs)| {
-            let runs = runs?;
-            let (mut response, stats) = answer(index, &shared.options, request, cancelled)?;
-            response.encoders = runs;
+            let encoded = runs?;
+            let (mut response, stats) = answer(
+                index,
+                &shared.options,
+                request,
+                &encoded.query_tokens,
+                cancelled,
+            )?;
+            response.encoders = encoded.runs;
             Ok((response, stats))
         })
         .collect()
@@ -79,11 +85,13 @@ fn answer_one(
         .unwrap_or(Err(tandem_engine::Error::Cancelled))
 }
 
-/// Converts, runs and answers one request.
+/// Converts, runs and answers one request (`query_tokens`: the wordpieces of its token vectors,
+/// when known, for explanations).
 fn answer(
     index: &Index,
     options: &ServeOptions,
     request: SearchRequest,
+    query_tokens: &[String],
     cancelled: &AtomicBool,
 ) -> tandem_engine::Result<Answer> {
     let prepared = prepare(index, options, request)?;
@@ -94,7 +102,7 @@ fn answer(
         cancelled,
     )?;
     let stats = output.stats;
-    Ok((response(index, &prepared, output), stats))
+    Ok((response(index, &prepared, output, query_tokens), stats))
 }
 
 /// The status of a job the pool would not take.
@@ -467,6 +475,7 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         token_count: manifest.token_count,
         dim: manifest.dim,
         vector_codec: manifest.vector_codec.clone(),
+        doc_tokens: index.doc_token_strings().is_some(),
         format_version: manifest.format_version,
         posting_count: manifest.posting_count,
         size_bytes: index.size_bytes(),

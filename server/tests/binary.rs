@@ -36,6 +36,7 @@ fn build(corpus: &Path, out: &Path) {
         overwrite: false,
         approx: Some(tandem_engine::approx::ApproxSettings::default()),
         codec: tandem_engine::tokens::Codec::F16,
+        doc_tokens: None,
     };
     build_index(&config, &NoProgress).unwrap();
 }

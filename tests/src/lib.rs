@@ -328,6 +328,7 @@ pub fn synthetic_index_full(
             overwrite: false,
             approx,
             codec: tandem_engine::tokens::Codec::F16,
+            doc_tokens: None,
         },
         &NoProgress,
     )?;

@@ -295,7 +295,7 @@ async fn each_class_of_bad_request_is_refused_with_its_field() {
         &mut f,
         r,
         Code::InvalidArgument,
-        &["query.vectors", "not both"],
+        &["query.vectors", "exactly one of"],
     )
     .await;
     let r = with_query(&good, |q| {

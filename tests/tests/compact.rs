@@ -45,6 +45,7 @@ fn answers(corpus: &Path, index: &Index, filter: &Filter) -> Vec<Vec<(String, f3
         ee_beta: None,
         rerank: true,
         prefetch: false,
+        explain: false,
         fusion: Fusion::NONE,
     };
     queries(corpus, index, filter)
@@ -86,6 +87,7 @@ fn compacted_indexes_answer_like_the_original_with_its_deletes() {
                 overwrite: false,
                 approx: Some(tandem_tests::uncalibrated()),
                 codec,
+                doc_tokens: None,
             },
             &NoProgress,
         )

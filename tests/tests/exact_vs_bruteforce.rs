@@ -147,6 +147,7 @@ fn params(k: usize, kappa: usize) -> SearchParams {
         ee_beta: None,
         rerank: true,
         prefetch: false,
+        explain: false,
         fusion: Fusion::NONE,
     }
 }

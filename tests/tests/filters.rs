@@ -253,6 +253,7 @@ fn check_all(synth: &SyntheticIndex, index: &Index, deleted: &HashSet<usize>) {
                 ee_beta: None,
                 rerank: true,
                 prefetch: false,
+                explain: false,
                 fusion: tandem_engine::Fusion::NONE,
             };
             let out = index.search(&query, &params, &Limits::default()).unwrap();

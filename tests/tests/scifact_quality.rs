@@ -77,6 +77,7 @@ async fn run_queries(
         batch_size: 32,
         out: out.to_path_buf(),
         tag: "test".to_string(),
+        explain: false,
     };
     let report = tandem_client::cli::search(args).await.unwrap();
     assert_eq!(report.queries, 300);

@@ -89,7 +89,7 @@ fn the_server_encoders_reproduce_the_eval_set_query_vectors() {
     let mut terms_compared = 0usize;
     let reference_vectors = reference.vectors.as_ref().unwrap();
     for (i, (request, runs)) in requests.iter().zip(runs).enumerate() {
-        let runs = runs.unwrap();
+        let runs = runs.unwrap().runs;
         let roles: Vec<(&str, &str)> = runs
             .iter()
             .map(|r| (r.role.as_str(), r.kind.as_str()))
@@ -168,6 +168,7 @@ async fn search(url: &str, data: &Path, out: &Path, text: bool) -> Metrics {
         batch_size: 32,
         out: out.to_path_buf(),
         tag: "text".to_string(),
+        explain: false,
     };
     let report = tandem_client::cli::search(args).await.unwrap();
     assert_eq!(report.queries, 300);

@@ -82,7 +82,7 @@ impl Setup {
                         prepared
                     );
                 }
-                let answer = response(&self.index, &prepared, output);
+                let answer = response(&self.index, &prepared, output, &[]);
                 prop_assert!(answer.hits.iter().all(|h| !h.doc_id.is_empty()));
             }
             Err(Error::InvalidArgument { field, message }) => {
@@ -390,6 +390,7 @@ fn edited(
                 dim,
                 values,
                 f16_le,
+                f32_le: Vec::new(),
             });
         }
     }

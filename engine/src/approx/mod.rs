@@ -273,6 +273,18 @@ impl ApproxIndex {
         self.impact_docs.len()
     }
 
+    /// The sparse vector of `doc` from the forward index: term ids ascending (all below
+    /// 2¹⁶, see `search::TERM_IDS`) and their weights; `None` past the last document.
+    pub fn forward_row(&self, doc: u32) -> Option<(&[u16], &[f32])> {
+        let offsets = self.forward_offsets.as_slice();
+        let start = *offsets.get(doc as usize)? as usize;
+        let end = *offsets.get(doc as usize + 1)? as usize;
+        Some((
+            self.forward_terms.as_slice().get(start..end)?,
+            self.forward_weights.as_slice().get(start..end)?,
+        ))
+    }
+
     /// Clusters of the index (0 when built without them).
     pub fn cluster_count(&self) -> usize {
         self.clusters

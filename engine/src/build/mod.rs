@@ -8,6 +8,7 @@ pub mod vectors;
 use crate::approx::build::{build as build_approx, SparseMatrices};
 use crate::approx::{self, ApproxBuildParams, ApproxSettings};
 use crate::attributes;
+use crate::doc_tokens::{self, TokenStrings};
 use crate::error::{Error, Result};
 use crate::format::array::{write_array, Element};
 use crate::format::manifest::ApproxManifest;
@@ -48,6 +49,9 @@ pub struct BuildConfig {
     pub approx: Option<ApproxSettings>,
     /// How token vectors are stored.
     pub codec: Codec,
+    /// Document token strings JSONL (one array of strings per document, as long as its token
+    /// count), stored for explanations (see [`crate::doc_tokens`]).
+    pub doc_tokens: Option<PathBuf>,
 }
 
 /// Receives progress of a build (a terminal progress bar, or nothing).
@@ -87,7 +91,8 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
     }
     // A missing or unreadable input is named first, in the order the command line lists them.
     let inputs = [&config.docs, &config.vectors, &config.lens];
-    for path in inputs.into_iter().chain(config.vocab.as_ref()) {
+    let optional = config.vocab.iter().chain(config.doc_tokens.as_ref());
+    for path in inputs.into_iter().chain(optional) {
         std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     }
     let vectors = NpyArray::open(&config.vectors)?;
@@ -124,6 +129,10 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         ));
     }
 
+    let token_strings = match &config.doc_tokens {
+        Some(path) => Some(TokenStrings::read_jsonl(path, &lens)?),
+        None => None,
+    };
     let vocabulary = match &config.vocab {
         Some(path) => Vocabulary::from_file(path, config.token_ids)?,
         None => Vocabulary::FromDocuments,
@@ -164,6 +173,9 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
     )?;
     if !docs.attributes.is_empty() {
         put(&mut staging, attributes::FILE, &docs.attributes.encode())?;
+    }
+    if let Some(token_strings) = &token_strings {
+        write_token_strings(&mut staging, token_strings)?;
     }
     let inverted = invert(&docs, progress);
     put(&mut staging, files::POSTINGS_OFFSETS, &inverted.offsets)?;
@@ -279,6 +291,18 @@ pub(crate) fn write_strings(
     staging.record(offsets_name, offsets);
     staging.record(bytes_name, bytes);
     Ok(())
+}
+
+/// Writes document token strings (see [`crate::doc_tokens`]) into the staging directory.
+pub(crate) fn write_token_strings(staging: &mut StagingDir, input: &TokenStrings) -> Result<()> {
+    write_strings(
+        staging,
+        &input.strings,
+        "doc_tokens",
+        doc_tokens::files::OFFSETS,
+        doc_tokens::files::BYTES,
+    )?;
+    put(staging, doc_tokens::files::IDS, &input.ids)
 }
 
 /// Posting lists by term.

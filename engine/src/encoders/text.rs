@@ -81,6 +81,16 @@ impl TextTokenizer {
         self.encode_with_mask(text).map(|(ids, _)| ids)
     }
 
+    /// The wordpiece strings of `text`, one per id [`Self::encode`] gives (special tokens
+    /// included).
+    pub fn wordpieces(&self, text: &str) -> Result<Vec<String>> {
+        let ids = self.encode(text)?;
+        Ok(ids
+            .iter()
+            .map(|&id| self.inner.id_to_token(id).unwrap_or_default())
+            .collect())
+    }
+
     /// Token ids of `text` and, parallel to them, whether each is a special token.
     pub fn encode_with_mask(&self, text: &str) -> Result<(Vec<u32>, Vec<bool>)> {
         let encoding = self.inner.encode(text, true).map_err(|e| {

@@ -48,7 +48,7 @@
 //! token and document token `t`, `(Σ_j q_j · v_{t,j}) · scales[t]` in f32 (in some association
 //! of the sum), the maximum over `t`, and the sum of the maxima in query order.
 
-use super::{packed_index, packed_len, scalar, KernelKind, BLOCK};
+use super::{packed_index, packed_len, scalar, KernelKind, TokenMax, BLOCK};
 
 #[cfg(target_arch = "x86_64")]
 use super::x86;
@@ -160,6 +160,46 @@ pub fn maxsim_int8(
     scales: &[f32],
     m: usize,
 ) -> f32 {
+    int8_with(kind, query, n_q, dim, values, scales, m, None)
+}
+
+/// [`maxsim_int8`] that also writes each query token's best document token into `matches`, as
+/// [`super::maxsim_matches`] does.
+///
+/// # Panics
+///
+/// As [`maxsim_int8`], and if `matches.len() != n_q`.
+#[allow(clippy::too_many_arguments)]
+pub fn maxsim_int8_matches(
+    kind: KernelKind,
+    query: &[f32],
+    n_q: usize,
+    dim: usize,
+    values: &[i8],
+    scales: &[f32],
+    m: usize,
+    matches: &mut [TokenMax],
+) -> f32 {
+    assert_eq!(
+        matches.len(),
+        n_q,
+        "maxsim_int8_matches: one match per query token"
+    );
+    int8_with(kind, query, n_q, dim, values, scales, m, Some(matches))
+}
+
+/// [`maxsim_int8`] and [`maxsim_int8_matches`].
+#[allow(clippy::too_many_arguments)]
+fn int8_with(
+    kind: KernelKind,
+    query: &[f32],
+    n_q: usize,
+    dim: usize,
+    values: &[i8],
+    scales: &[f32],
+    m: usize,
+    matches: Option<&mut [TokenMax]>,
+) -> f32 {
     assert!(dim > 0, "maxsim_int8: dim must be > 0");
     assert_eq!(
         Some(query.len()),
@@ -171,13 +211,16 @@ pub fn maxsim_int8(
         return 0.0;
     }
     match kind {
-        KernelKind::Scalar => scalar::maxsim_int8(query, dim, values, scales, m),
+        KernelKind::Scalar => scalar::maxsim_int8(query, dim, values, scales, m, matches),
         #[cfg(target_arch = "x86_64")]
-        KernelKind::Avx2 => x86::maxsim_int8_avx2(query, dim, values, scales, m),
+        KernelKind::Avx2 => x86::maxsim_int8_avx2(query, dim, values, scales, m, matches),
         #[cfg(target_arch = "x86_64")]
-        KernelKind::Avx512 => x86::maxsim_int8_avx512(query, dim, values, scales, m),
+        KernelKind::Avx512 => x86::maxsim_int8_avx512(query, dim, values, scales, m, matches),
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        KernelKind::Neon => neon::maxsim_int8(query, dim, values, scales, m),
+        KernelKind::Neon => match matches {
+            None => neon::maxsim_int8(query, dim, values, scales, m),
+            Some(matches) => scalar::maxsim_int8(query, dim, values, scales, m, Some(matches)),
+        },
         #[allow(unreachable_patterns)]
         _ => panic!("MaxSim kernel `{kind}` is not available on this CPU"),
     }

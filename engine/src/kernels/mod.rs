@@ -79,7 +79,12 @@ mod tests_nearest;
 #[cfg(test)]
 mod tests_coverage;
 
-pub use int8::{maxsim_int8, pack_doc_int8, packed_scales_len, unpack_doc_int8};
+#[cfg(test)]
+mod tests_matches;
+
+pub use int8::{
+    maxsim_int8, maxsim_int8_matches, pack_doc_int8, packed_scales_len, unpack_doc_int8,
+};
 pub use nearest::{nearest, pack_centroids};
 pub use peak::fma_peak_gflops;
 
@@ -235,18 +240,79 @@ pub fn maxsim(
     doc_packed: &[f16],
     m: usize,
 ) -> f32 {
+    maxsim_f16(kind, query, n_q, dim, doc_packed, m, None)
+}
+
+/// Where one query token's MaxSim term comes from: the document token with the largest dot
+/// product (the first such in document order, with every kernel) and that dot product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenMax {
+    /// Position of the document token (0-based, padding never).
+    pub token: u32,
+    /// Its dot product with the query token (scaled, for int8).
+    pub score: f32,
+}
+
+impl TokenMax {
+    /// A placeholder before a kernel writes the real match: token 0, score −∞.
+    pub const NONE: TokenMax = TokenMax {
+        token: 0,
+        score: f32::NEG_INFINITY,
+    };
+}
+
+/// [`maxsim`] that also writes, for each query token, its best document token into `matches`
+/// (`n_q` entries). The total is the one [`maxsim`] returns with the same kernel, bit for bit,
+/// and it is the sum of the matches' scores in query order. The kernels track the argmax in
+/// their running maxima (a compare and a blend per block and query token, beside `dim` FMAs), so
+/// explaining costs little more than scoring. NEON has no such variant yet: on aarch64 the
+/// scalar reference answers.
+///
+/// # Panics
+///
+/// As [`maxsim`], and if `matches.len() != n_q`.
+pub fn maxsim_matches(
+    kind: KernelKind,
+    query: &[f32],
+    n_q: usize,
+    dim: usize,
+    doc_packed: &[f16],
+    m: usize,
+    matches: &mut [TokenMax],
+) -> f32 {
+    assert_eq!(
+        matches.len(),
+        n_q,
+        "maxsim_matches: one match per query token"
+    );
+    maxsim_f16(kind, query, n_q, dim, doc_packed, m, Some(matches))
+}
+
+/// [`maxsim`] and [`maxsim_matches`].
+fn maxsim_f16(
+    kind: KernelKind,
+    query: &[f32],
+    n_q: usize,
+    dim: usize,
+    doc_packed: &[f16],
+    m: usize,
+    matches: Option<&mut [TokenMax]>,
+) -> f32 {
     check_shapes(query, n_q, dim, doc_packed, m);
     if m == 0 || n_q == 0 {
         return 0.0;
     }
     match kind {
-        KernelKind::Scalar => scalar::maxsim(query, dim, doc_packed, m),
+        KernelKind::Scalar => scalar::maxsim(query, dim, doc_packed, m, matches),
         #[cfg(target_arch = "x86_64")]
-        KernelKind::Avx2 => x86::maxsim_avx2(query, dim, doc_packed, m),
+        KernelKind::Avx2 => x86::maxsim_avx2(query, dim, doc_packed, m, matches),
         #[cfg(target_arch = "x86_64")]
-        KernelKind::Avx512 => x86::maxsim_avx512(query, dim, doc_packed, m),
+        KernelKind::Avx512 => x86::maxsim_avx512(query, dim, doc_packed, m, matches),
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        KernelKind::Neon => neon::maxsim(query, dim, doc_packed, m),
+        KernelKind::Neon => match matches {
+            None => neon::maxsim(query, dim, doc_packed, m),
+            Some(matches) => scalar::maxsim(query, dim, doc_packed, m, Some(matches)),
+        },
         #[allow(unreachable_patterns)]
         _ => panic!("MaxSim kernel `{kind}` is not available on this CPU"),
     }

@@ -40,7 +40,7 @@ mod tests;
 
 pub use codebook::{Codebook, CENTROIDS};
 
-use crate::kernels::{self, KernelKind};
+use crate::kernels::{self, KernelKind, TokenMax};
 use half::f16;
 use std::cell::RefCell;
 
@@ -105,6 +105,35 @@ pub struct PqDoc<'a> {
 /// As [`kernels::maxsim_int8`] does, if `doc.codebook.dim() != dim`, or if `doc.codes` does not
 /// hold one code per subspace for each of the `doc.scales.len()` tokens.
 pub fn maxsim(kind: KernelKind, query: &[f32], n_q: usize, dim: usize, doc: PqDoc<'_>) -> f32 {
+    maxsim_with(kind, query, n_q, dim, doc, None)
+}
+
+/// [`maxsim`] that also writes each query token's best document token into `matches`, as
+/// [`kernels::maxsim_matches`] does (scores on the decoded vectors, as [`maxsim`] scores them).
+///
+/// # Panics
+///
+/// As [`maxsim`], and if `matches.len() != n_q`.
+pub fn maxsim_matches(
+    kind: KernelKind,
+    query: &[f32],
+    n_q: usize,
+    dim: usize,
+    doc: PqDoc<'_>,
+    matches: &mut [TokenMax],
+) -> f32 {
+    maxsim_with(kind, query, n_q, dim, doc, Some(matches))
+}
+
+/// [`maxsim`] and [`maxsim_matches`].
+fn maxsim_with(
+    kind: KernelKind,
+    query: &[f32],
+    n_q: usize,
+    dim: usize,
+    doc: PqDoc<'_>,
+    matches: Option<&mut [TokenMax]>,
+) -> f32 {
     let codebook = doc.codebook;
     assert_eq!(codebook.dim(), dim, "pq maxsim: codebook of another dim");
     let m = doc.scales.len();
@@ -122,14 +151,12 @@ pub fn maxsim(kind: KernelKind, query: &[f32], n_q: usize, dim: usize, doc: PqDo
             &mut scratch.values,
             &mut scratch.scales,
         );
-        kernels::maxsim_int8(
-            kind,
-            &scratch.query,
-            n_q,
-            dim,
-            &scratch.values,
-            &scratch.scales,
-            m,
-        )
+        let (query, values, scales) = (&scratch.query, &scratch.values, &scratch.scales);
+        match matches {
+            None => kernels::maxsim_int8(kind, query, n_q, dim, values, scales, m),
+            Some(matches) => {
+                kernels::maxsim_int8_matches(kind, query, n_q, dim, values, scales, m, matches)
+            }
+        }
     })
 }

@@ -1,8 +1,9 @@
 //! The AVX2 MaxSim kernel (AVX2, FMA and F16C), over the f16 and the int8 layouts: each tile
 //! of query tokens runs over the whole document, block after block.
 
+use super::first_best;
 use super::{avx2_available, Element};
-use crate::kernels::{check_kernel_args as check, tiles, tokens_in_block, BLOCK};
+use crate::kernels::{check_kernel_args as check, tiles, tokens_in_block, TokenMax, BLOCK};
 use core::arch::x86_64::*;
 use half::f16;
 
@@ -12,18 +13,24 @@ use half::f16;
 const MR_256: usize = 6;
 
 /// MaxSim with the AVX2 kernel; `query` is `n_q × dim` row-major, `doc` a packed document of
-/// `m ≥ 1` tokens.
+/// `m ≥ 1` tokens; with `matches` (`n_q` of them), each query token's best document token too.
 ///
 /// # Panics
 ///
 /// If the CPU lacks AVX2, FMA or F16C, or the shapes are inconsistent.
-pub(in crate::kernels) fn maxsim_avx2(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+pub(in crate::kernels) fn maxsim_avx2(
+    query: &[f32],
+    dim: usize,
+    doc: &[f16],
+    m: usize,
+    matches: Option<&mut [TokenMax]>,
+) -> f32 {
     assert!(avx2_available(), "the AVX2 kernel needs AVX2, FMA and F16C");
     check(query, dim, doc, None, m);
     // SAFETY: `maxsim256` only requires the `avx2`, `fma` and `f16c` target features (it is
     // otherwise safe: it reads memory only through the checked slices it is given), and the
     // assert above has just established that this CPU supports them.
-    unsafe { maxsim256(query, dim, doc, None, m) }
+    unsafe { maxsim256(query, dim, doc, None, m, matches) }
 }
 
 /// MaxSim with the AVX2 kernel over a packed int8 document of `m ≥ 1` tokens (`values`, and
@@ -38,11 +45,12 @@ pub(in crate::kernels) fn maxsim_int8_avx2(
     values: &[i8],
     scales: &[f32],
     m: usize,
+    matches: Option<&mut [TokenMax]>,
 ) -> f32 {
     assert!(avx2_available(), "the AVX2 kernel needs AVX2, FMA and F16C");
     check(query, dim, values, Some(scales), m);
     // SAFETY: as in `maxsim_avx2`: the CPU supports AVX2, FMA and F16C, asserted just above.
-    unsafe { maxsim256(query, dim, values, Some(scales), m) }
+    unsafe { maxsim256(query, dim, values, Some(scales), m, matches) }
 }
 
 /// [`maxsim_avx2`] and [`maxsim_int8_avx2`] once the CPU and the shapes have been checked: tile
@@ -54,30 +62,50 @@ fn maxsim256<T: Element>(
     doc: &[T],
     scales: Option<&[f32]>,
     m: usize,
+    mut matches: Option<&mut [TokenMax]>,
 ) -> f32 {
+    let n_q = query.len() / dim;
+    assert!(matches.as_ref().is_none_or(|out| out.len() == n_q));
     let mut total = 0.0f32;
-    for (first, rows) in tiles(query.len() / dim, MR_256) {
+    for (first, rows) in tiles(n_q, MR_256) {
         let q = &query[first * dim..(first + rows) * dim];
-        by_rows!(
-            rows,
-            tile256 [_] (q, dim, doc, scales, m, &mut total),
-            [1 2 3 4 5 6]
-        );
+        let out = matches
+            .as_deref_mut()
+            .map(|out| &mut out[first..first + rows]);
+        // Compiled twice, so that the plain kernel carries nothing of the tracking.
+        match out {
+            Some(out) => by_rows!(
+                rows,
+                tile256 [_, true] (q, dim, doc, scales, m, &mut total, out),
+                [1 2 3 4 5 6]
+            ),
+            None => by_rows!(
+                rows,
+                tile256 [_, false] (q, dim, doc, scales, m, &mut total, &mut []),
+                [1 2 3 4 5 6]
+            ),
+        }
     }
     total
 }
 
 /// Adds to `total`, in order, the MaxSim terms of the `R` query tokens in `q` (`R × dim`). With
-/// `scales`, each block's dot products are multiplied by its 16 token scales.
+/// `scales`, each block's dot products are multiplied by its 16 token scales. With `TRACK`, each
+/// lane also keeps the block of its running maximum (the first block that reached it), from
+/// which each query token's best document token is written to `matches` (`R` of them; unused
+/// without `TRACK`) at the end.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile256<T: Element, const R: usize>(
+fn tile256<T: Element, const TRACK: bool, const R: usize>(
     q: &[f32],
     dim: usize,
     doc: &[T],
     scales: Option<&[f32]>,
     m: usize,
     total: &mut f32,
+    matches: &mut [TokenMax],
 ) {
+    // Block numbers as f32 (exact below 2²⁴ blocks), so that they blend like the maxima.
+    let mut arg = [[_mm256_setzero_ps(); 2]; R];
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
     let block_len = BLOCK * dim;
     let blocks = m.div_ceil(BLOCK);
@@ -117,14 +145,37 @@ fn tile256<T: Element, const R: usize>(
                 }
             }
         }
+        if TRACK {
+            let block = _mm256_set1_ps(b as f32);
+            for (arg, (best, acc)) in arg.iter_mut().zip(best.iter().zip(&acc)) {
+                for (arg, (best, acc)) in arg.iter_mut().zip(best.iter().zip(acc)) {
+                    let better = _mm256_cmp_ps::<_CMP_GT_OQ>(*acc, *best);
+                    *arg = _mm256_blendv_ps(*arg, block, better);
+                }
+            }
+        }
         for (best, acc) in best.iter_mut().zip(acc) {
             for (best, acc) in best.iter_mut().zip(acc) {
                 *best = _mm256_max_ps(*best, acc);
             }
         }
     }
-    for [lo, hi] in best {
-        *total += hmax256(_mm256_max_ps(lo, hi));
+    for (r, [lo, hi]) in best.into_iter().enumerate() {
+        let max = hmax256(_mm256_max_ps(lo, hi));
+        *total += max;
+        if TRACK {
+            let mut blocks = [0.0f32; BLOCK];
+            // SAFETY: the array holds 16 f32: two unaligned 256-bit stores.
+            unsafe {
+                _mm256_storeu_ps(blocks.as_mut_ptr(), arg[r][0]);
+                _mm256_storeu_ps(blocks.as_mut_ptr().add(8), arg[r][1]);
+            }
+            let max_v = _mm256_set1_ps(max);
+            let lo = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(lo, max_v)) as u32;
+            let hi = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(hi, max_v)) as u32;
+            let equal = lo | hi << 8;
+            matches[r] = first_best(equal, &blocks, max);
+        }
     }
 }
 

@@ -26,8 +26,8 @@
 //! set-up cost the rest); read from memory, each candidate waits about 1 µs for its first step
 //! and its TLB misses (a 4 KiB page per 4 KiB block).
 
-use super::{avx512_available, Element};
-use crate::kernels::{check_kernel_args as check, tiles, tokens_in_block, BLOCK};
+use super::{avx512_available, first_best, Element};
+use crate::kernels::{check_kernel_args as check, tiles, tokens_in_block, TokenMax, BLOCK};
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 use half::f16;
@@ -102,18 +102,24 @@ type Scratch = [[MaybeUninit<__m512>; DIM_CHUNK]; STEP_MAX];
 type Partial = [[MaybeUninit<__m512>; STEP_MAX]; GROUP_512];
 
 /// MaxSim with the AVX-512 kernel; `query` is `n_q × dim` row-major, `doc` a packed document of
-/// `m ≥ 1` tokens.
+/// `m ≥ 1` tokens; with `matches` (`n_q` of them), each query token's best document token too.
 ///
 /// # Panics
 ///
 /// If the CPU lacks AVX-512F, or the shapes are inconsistent.
-pub(in crate::kernels) fn maxsim_avx512(query: &[f32], dim: usize, doc: &[f16], m: usize) -> f32 {
+pub(in crate::kernels) fn maxsim_avx512(
+    query: &[f32],
+    dim: usize,
+    doc: &[f16],
+    m: usize,
+    matches: Option<&mut [TokenMax]>,
+) -> f32 {
     assert!(avx512_available(), "the AVX-512 kernel needs AVX-512F");
     check(query, dim, doc, None, m);
     // SAFETY: `maxsim512` only requires the `avx512f` target feature (it is otherwise safe: it
     // reads memory only through the checked slices it is given), and the assert above has just
     // established that this CPU supports it.
-    unsafe { maxsim512(query, dim, doc, None, m) }
+    unsafe { maxsim512(query, dim, doc, None, m, matches) }
 }
 
 /// MaxSim with the AVX-512 kernel over a packed int8 document of `m ≥ 1` tokens (`values`, and
@@ -128,11 +134,12 @@ pub(in crate::kernels) fn maxsim_int8_avx512(
     values: &[i8],
     scales: &[f32],
     m: usize,
+    matches: Option<&mut [TokenMax]>,
 ) -> f32 {
     assert!(avx512_available(), "the AVX-512 kernel needs AVX-512F");
     check(query, dim, values, Some(scales), m);
     // SAFETY: as in `maxsim_avx512`: the CPU supports AVX-512F, asserted just above.
-    unsafe { maxsim512(query, dim, values, Some(scales), m) }
+    unsafe { maxsim512(query, dim, values, Some(scales), m, matches) }
 }
 
 /// What one tile computes in one pass: its query tokens against one step's blocks, over one
@@ -145,6 +152,8 @@ struct Pass<'a, T> {
     dims: std::ops::Range<usize>,
     /// The step's blocks (`B × 16 × dim` values).
     blocks: &'a [T],
+    /// The document's block number of the step's first block.
+    first_block: usize,
     /// Whether this tile is the pass's first: it widens the blocks from `blocks` and fills the
     /// scratch; the others read the scratch.
     widen: bool,
@@ -165,7 +174,11 @@ fn maxsim512<T: Element>(
     doc: &[T],
     scales: Option<&[f32]>,
     m: usize,
+    mut matches: Option<&mut [TokenMax]>,
 ) -> f32 {
+    assert!(matches
+        .as_ref()
+        .is_none_or(|out| out.len() == query.len() / dim));
     let block_len = BLOCK * dim;
     let blocks = m.div_ceil(BLOCK);
     let passes = dim.div_ceil(DIM_CHUNK);
@@ -190,6 +203,11 @@ fn maxsim512<T: Element>(
     for (first, rows) in tiles(query.len() / dim, GROUP_512) {
         let group = &query[first * dim..(first + rows) * dim];
         let mut best = [_mm512_set1_ps(f32::NEG_INFINITY); GROUP_512];
+        // With `matches`: per query token and lane, the block of the running maximum (as f32,
+        // exact below 2²⁴ blocks).
+        let mut arg = matches
+            .is_some()
+            .then_some([_mm512_setzero_ps(); GROUP_512]);
         // Where prefetching resumes: the first step is read by its first tile; the rest of the
         // document is prefetched ahead, `pf_len` values per tile pass.
         let mut ahead = step_blocks(blocks) * block_len;
@@ -211,6 +229,7 @@ fn maxsim512<T: Element>(
                         dim,
                         dims: dims.clone(),
                         blocks: &doc[b * block_len..after * block_len],
+                        first_block: b,
                         widen: i == 0,
                         prefetch: &doc[ahead..(ahead + pf_len).min(doc.len())],
                         valid,
@@ -219,23 +238,24 @@ fn maxsim512<T: Element>(
                     ahead = (ahead + pf_len).min(doc.len());
                     let partial = &mut partial[tf..tf + tr];
                     let best = &mut best[tf..tf + tr];
+                    let arg = arg.as_mut().map(|arg| &mut arg[tf..tf + tr]);
                     // One arm per step size, each one match on the tile height.
                     macro_rules! run {
                         ($dim:literal) => {
                             match nb {
                                 1 => by_rows!(
                                     tr,
-                                    tile512 [T, $dim, 1] (&p, &mut scratch, partial, best),
+                                    tile512 [T, $dim, 1] (&p, &mut scratch, partial, best, arg),
                                     [1 2 3 4 5 6 7 8 9 10 11 12 13 14]
                                 ),
                                 2 => by_rows!(
                                     tr,
-                                    tile512 [T, $dim, 2] (&p, &mut scratch, partial, best),
+                                    tile512 [T, $dim, 2] (&p, &mut scratch, partial, best, arg),
                                     [1 2 3 4 5 6 7 8 9 10 11 12 13 14]
                                 ),
                                 _ => by_rows!(
                                     tr,
-                                    tile512 [T, $dim, 3] (&p, &mut scratch, partial, best),
+                                    tile512 [T, $dim, 3] (&p, &mut scratch, partial, best, arg),
                                     [1 2 3 4 5 6 7 8 9]
                                 ),
                             }
@@ -250,8 +270,16 @@ fn maxsim512<T: Element>(
             }
             b = after;
         }
-        for best in &best[..rows] {
-            total += _mm512_reduce_max_ps(*best);
+        for (r, best) in best[..rows].iter().enumerate() {
+            let max = _mm512_reduce_max_ps(*best);
+            total += max;
+            if let (Some(arg), Some(out)) = (&arg, matches.as_deref_mut()) {
+                let mut blocks = [0.0f32; BLOCK];
+                // SAFETY: the array holds 16 f32: one unaligned 512-bit store.
+                unsafe { _mm512_storeu_ps(blocks.as_mut_ptr(), arg[r]) };
+                let equal = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(*best, _mm512_set1_ps(max));
+                out[first + r] = first_best(u32::from(equal), &blocks, max);
+            }
         }
     }
     total
@@ -262,7 +290,8 @@ fn maxsim512<T: Element>(
 /// after the last pass, each block's dot products become MaxSim candidates (scaled with int8) and
 /// are folded into `best` (the tile's running maxima) by a masked max that leaves out the lanes
 /// of padding tokens, whose values and scales may hold anything; otherwise they are saved in
-/// `partial` for the next pass.
+/// `partial` for the next pass. With `arg`, the lanes whose maximum a block raises record the
+/// block's number there.
 ///
 /// `DIM` is the dimension when it is known at compile time ([`FIXED_DIM`]), 0 otherwise.
 #[inline]
@@ -272,6 +301,7 @@ fn tile512<T: Element, const DIM: usize, const B: usize, const R: usize>(
     scratch: &mut Scratch,
     partial: &mut [[MaybeUninit<__m512>; STEP_MAX]],
     best: &mut [__m512],
+    mut arg: Option<&mut [__m512]>,
 ) {
     assert!(DIM == 0 || DIM == p.dim);
     assert!(partial.len() == R && best.len() == R);
@@ -306,11 +336,16 @@ fn tile512<T: Element, const DIM: usize, const B: usize, const R: usize>(
             // SAFETY: `s` holds exactly the 16 f32 of one unaligned 512-bit load.
             unsafe { _mm512_loadu_ps(s.as_ptr()) }
         });
-        for (best, acc) in best.iter_mut().zip(&acc) {
+        let block = _mm512_set1_ps((p.first_block + k) as f32);
+        for (r, (best, acc)) in best.iter_mut().zip(&acc).enumerate() {
             let candidates = match scales {
                 None => acc[k],
                 Some(scales) => _mm512_mul_ps(acc[k], scales),
             };
+            if let Some(arg) = arg.as_deref_mut() {
+                let better = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, candidates, *best);
+                arg[r] = _mm512_mask_mov_ps(arg[r], better, block);
+            }
             // Padding lanes keep their running maximum.
             *best = _mm512_mask_max_ps(*best, valid, *best, candidates);
         }

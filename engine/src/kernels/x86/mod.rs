@@ -28,6 +28,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+use super::{TokenMax, BLOCK};
 use core::arch::x86_64::*;
 use half::f16;
 
@@ -52,6 +53,24 @@ mod nearest;
 pub(super) use avx2::{maxsim_avx2, maxsim_int8_avx2};
 pub(super) use avx512::{maxsim_avx512, maxsim_int8_avx512};
 pub(super) use nearest::{nearest_avx2, nearest_avx512};
+
+/// The best document token of one query token from a kernel's 16 lanes of running maxima (lane
+/// `i` being token `16·b + i` of some block `b`): `equal` has bit `i` set when lane `i` holds the
+/// largest value `max`, and `blocks` is the block of each lane's maximum (as f32). Of the lanes
+/// holding `max`, the lowest token. Called once per query token and candidate, so it only looks
+/// at the lanes in `equal` (almost always one).
+fn first_best(equal: u32, blocks: &[f32; BLOCK], max: f32) -> TokenMax {
+    let token_of = |lane: u32| blocks[lane as usize] as u32 * BLOCK as u32 + lane;
+    let (mut token, mut rest) = (u32::MAX, equal & 0xffff);
+    while rest != 0 {
+        token = token.min(token_of(rest.trailing_zeros()));
+        rest &= rest - 1;
+    }
+    TokenMax {
+        token: if token == u32::MAX { 0 } else { token },
+        score: max,
+    }
+}
 
 /// Whether the CPU supports the AVX-512 kernel (AVX-512F).
 pub(super) fn avx512_available() -> bool {
