@@ -364,6 +364,7 @@ pub fn info_summary(info: &IndexInfo) -> String {
                 info.format_version
             ),
         ),
+        ("checksums", info.checksums.clone()),
         ("attributes", attributes),
         ("first stage", first_stage),
         (

@@ -4,8 +4,8 @@ use crate::approx::ApproxIndex;
 use crate::attributes::{self, Attributes};
 use crate::doc_tokens::DocTokenStrings;
 use crate::error::{Error, Result};
-use crate::format::array::{checksum_file, ArrayFile};
-use crate::format::manifest::Manifest;
+use crate::format::array::ArrayFile;
+use crate::format::manifest::{verify_files, Manifest};
 use crate::format::{files, strings::StringTable};
 use crate::params::FirstStage;
 use crate::sparse::InvertedIndex;
@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 pub enum Verify {
     /// Recompute every file's checksum (reads every byte) and check every invariant. The default.
     Full,
-    /// Check headers, sizes and invariants but not checksums (faster start on huge indexes).
+    /// Check headers, sizes and invariants but not checksums: the open reads the small files
+    /// and the invariants' arrays, not the token vectors. [`Index::verify_checksums`] can run
+    /// the checksum pass later (the server does, in the background).
     SkipChecksums,
 }
 
@@ -54,6 +56,13 @@ pub struct DeleteOutcome {
 }
 
 impl Index {
+    /// Recomputes the checksum of every file of the index, one file after the other (to leave
+    /// the other cores to queries when run in the background), and compares them with the
+    /// manifest; the first mismatch is an error naming the file. Reads every byte.
+    pub fn verify_checksums(&self) -> Result<()> {
+        verify_files(&self.dir, &self.manifest.files, false)
+    }
+
     /// Opens the index at `dir`, verifying checksums and invariants; a corrupt or incomplete
     /// index is refused with an error naming the file and the failed check.
     pub fn open(dir: &Path) -> Result<Index> {
@@ -72,7 +81,7 @@ impl Index {
         }
         let manifest = Manifest::read(&manifest_path)?;
         if verify == Verify::Full {
-            verify_checksums(dir, &manifest)?;
+            verify_files(dir, &manifest.files, true)?;
         } else {
             for (name, entry) in &manifest.files {
                 let path = dir.join(name);
@@ -406,23 +415,4 @@ fn check_directory(dir: &Path) -> Result<()> {
         )),
         Err(e) => Err(Error::io(dir, e)),
     }
-}
-
-/// Recomputes every file's checksum (in parallel) and compares it with the manifest.
-pub fn verify_checksums(dir: &Path, manifest: &Manifest) -> Result<()> {
-    manifest.files.par_iter().try_for_each(|(name, entry)| {
-        let path = dir.join(name);
-        let actual = checksum_file(&path)?;
-        let actual_hex = format!("{:016x}", actual.xxh3);
-        if actual.bytes != entry.bytes || actual_hex != entry.xxh3 {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "checksum mismatch: {} bytes xxh3 {actual_hex}, the manifest says {} bytes xxh3 {}",
-                    actual.bytes, entry.bytes, entry.xxh3
-                ),
-            ));
-        }
-        Ok(())
-    })
 }

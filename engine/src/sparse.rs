@@ -3,7 +3,7 @@
 use crate::admit::Admit;
 use crate::error::{Error, Result};
 use crate::format::array::ArrayFile;
-use crate::format::files;
+use crate::format::{files, invariants};
 use crate::topk::{Scored, TopK};
 use roaring::RoaringBitmap;
 use std::path::Path;
@@ -51,21 +51,24 @@ impl InvertedIndex {
         if offs.windows(2).any(|w| w[0] > w[1]) {
             return Err(Error::corrupt(&offsets_path, "offsets are not ascending"));
         }
-        for term in 0..vocab_size {
-            let (list, weights) = index.postings(term as u32);
-            let ascending = list.windows(2).all(|w| w[0] < w[1]);
-            if !ascending || list.last().is_some_and(|&d| d as usize >= doc_count) {
-                return Err(Error::corrupt(
-                    &docs_path,
-                    format!("posting list of term {term} is not ascending below {doc_count}"),
-                ));
-            }
-            if weights.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
-                return Err(Error::corrupt(
-                    &weights_path,
-                    format!("posting list of term {term} has a weight that is not finite and > 0"),
-                ));
-            }
+        let (docs, weights) = (index.docs.as_slice(), index.weights.as_slice());
+        if let Some(term) = invariants::first_unordered_list(offs, docs) {
+            return Err(Error::corrupt(
+                &docs_path,
+                format!("posting list of term {term} is not ascending"),
+            ));
+        }
+        if !invariants::all_below(docs, doc_count as u64) {
+            return Err(Error::corrupt(
+                &docs_path,
+                format!("a posting's document id is not below {doc_count}"),
+            ));
+        }
+        if !invariants::all_positive(weights) {
+            return Err(Error::corrupt(
+                &weights_path,
+                "a posting weight is not finite and > 0",
+            ));
         }
         Ok(index)
     }

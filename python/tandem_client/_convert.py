@@ -336,6 +336,7 @@ def index_info(message: search_pb2.IndexInfo) -> IndexInfo:
         default_first_stage=message.default_first_stage,
         maxsim_kernel=message.maxsim_kernel,
         doc_tokens=message.doc_tokens,
+        checksums=message.checksums,
         path=message.path,
         token_count=message.token_count,
         attributes=dict(message.attributes),

@@ -141,6 +141,9 @@ class IndexInfo:
     """The MaxSim kernel the server runs (``"avx512"``, ``"avx2"``, ``"neon"``, ``"scalar"``)."""
     doc_tokens: bool
     """Whether the index stores its documents' token strings (shown in explanations)."""
+    checksums: str
+    """The check of the index's files: ``"verified"``, ``"pending"``, ``"skipped"`` or
+    ``"corrupt: ..."`` (then searches fail with UNAVAILABLE)."""
     path: str
     """The index directory the server loaded."""
     token_count: int

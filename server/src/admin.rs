@@ -228,9 +228,13 @@ impl Admin for Elsewhere {
 
 /// Reloads (see [`Shared::reload`]) and logs the outcome; a failure keeps the old index and is
 /// FAILED_PRECONDITION naming the reason.
-pub async fn reload(shared: &Shared, dir: Option<PathBuf>) -> Result<ReloadIndexResponse, Status> {
+pub async fn reload(
+    shared: &Arc<Shared>,
+    dir: Option<PathBuf>,
+) -> Result<ReloadIndexResponse, Status> {
     match shared.reload(dir).await {
         Ok((served, load_ms)) => {
+            shared.start_checksums();
             tracing::info!(
                 index = %served.index.dir().display(),
                 docs = served.index.doc_count(),

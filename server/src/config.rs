@@ -6,6 +6,31 @@ use std::path::PathBuf;
 use tandem_engine::fusion::MAX_FUSION_WEIGHT;
 use tandem_engine::{Fusion, Limits, Verify};
 
+/// When the files' checksums of a (re)loaded index are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checksums {
+    /// Before serving it: every byte is read before the server listens (or a reload swaps
+    /// it in), and a mismatch refuses the index.
+    Full,
+    /// After it is served: the open checks headers, sizes and invariants only, and a
+    /// background pass reads every file; a mismatch takes the index out of service (health
+    /// NOT_SERVING, searches UNAVAILABLE) until a good one is loaded. The default.
+    Background,
+    /// Never (headers, sizes and invariants only).
+    Off,
+}
+
+impl Checksums {
+    /// What the open itself checks.
+    pub fn at_open(self) -> Verify {
+        match self {
+            Checksums::Full => Verify::Full,
+            Checksums::Background | Checksums::Off => Verify::SkipChecksums,
+        }
+    }
+}
+
 /// What the service applies to every call.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -38,8 +63,8 @@ pub struct ServeOptions {
     pub max_streams: usize,
     /// Queries of one SearchStream in flight at once (read ahead of the answers).
     pub stream_window: usize,
-    /// How indexes are checked when loaded or reloaded.
-    pub verify: Verify,
+    /// When the checksums of loaded and reloaded indexes are verified.
+    pub verify: Checksums,
     /// Search tokens: bearer tokens granting `tandem.v1.Search` and reflection (`None`: search
     /// needs no token). See [`crate::auth`].
     pub auth: Option<Tokens>,
@@ -83,7 +108,7 @@ impl Default for ServeOptions {
             max_queue: 256,
             max_streams: 64,
             stream_window: 16,
-            verify: Verify::Full,
+            verify: Checksums::Background,
             auth: None,
             admin_auth: None,
             index_root: None,

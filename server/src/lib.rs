@@ -70,17 +70,16 @@ pub async fn serve(
         Some(files) => Some(tls_config(files)?),
         None => None,
     };
-    let verify = options.verify;
     let encoders = load_encoders(&options, index.dim()).await?;
-    let mut shared =
-        Shared::new(index, options, verify).context("cannot start the query worker threads")?;
-    shared.encoders = encoders;
-    let shared = Arc::new(shared);
-
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SearchServer<service::SearchService>>()
         .await;
+    let mut shared =
+        Shared::new(index, options, health).context("cannot start the query worker threads")?;
+    shared.encoders = encoders;
+    let shared = Arc::new(shared);
+    shared.start_checksums();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

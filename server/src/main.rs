@@ -65,10 +65,12 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("--index DIR is required (or --demo)"),
     };
     let verify = options.verify;
+    let opening = std::time::Instant::now();
     let index = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Index::open_with(&dir, verify)).await??
+        tokio::task::spawn_blocking(move || Index::open_with(&dir, verify.at_open())).await??
     };
+    let open_ms = opening.elapsed().as_millis();
     let m = index.manifest();
     tracing::info!(
         index = %dir.display(),
@@ -80,6 +82,8 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         bytes = index.size_bytes(),
         first_stage = ?index.default_first_stage(),
         maxsim_kernel = %tandem_engine::kernels::detect(),
+        open_ms,
+        checksums = ?verify,
         "index loaded"
     );
     let grpc = tokio::net::TcpListener::bind(&listen)

@@ -52,6 +52,7 @@ pub struct Metrics {
     index_docs: Gauge,
     index_bytes: Gauge,
     index_resident_bytes: Gauge,
+    index_out_of_service: Gauge,
     /// Serialises scrapes (the registry is encoded into one buffer).
     scrape: Mutex<()>,
 }
@@ -93,13 +94,19 @@ impl Metrics {
                 "index_token_vectors_resident_bytes",
                 "Bytes of the token-vector files resident in memory",
             ),
+            (
+                "index_out_of_service",
+                "1 while a file of the served index failed its checksum (searches answer \
+                 UNAVAILABLE), else 0",
+            ),
         ]
         .map(|(name, help)| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
             gauge
         });
-        let [queue_depth, running, index_docs, index_bytes, index_resident_bytes] = gauges;
+        let [queue_depth, running, index_docs, index_bytes, index_resident_bytes, index_out_of_service] =
+            gauges;
         Metrics {
             registry,
             requests,
@@ -110,6 +117,7 @@ impl Metrics {
             index_docs,
             index_bytes,
             index_resident_bytes,
+            index_out_of_service,
             scrape: Mutex::new(()),
         }
     }
@@ -152,6 +160,8 @@ impl Metrics {
             .set(i64::try_from(index.size_bytes()).unwrap_or(i64::MAX));
         self.index_resident_bytes
             .set(to_i64(index.tokens().resident_bytes()));
+        self.index_out_of_service
+            .set(i64::from(served.out_of_service().is_some()));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

@@ -10,7 +10,7 @@
 use crate::config::ServeOptions;
 use crate::convert::{prepare, response};
 use crate::deadline::deadline;
-use crate::state::{Served, Shared, StreamSlot};
+use crate::state::{ChecksumState, Served, Shared, StreamSlot};
 use crate::status::to_status;
 use crate::wire::request_fault;
 use crate::workers::{Cancel, Rejected};
@@ -141,6 +141,7 @@ async fn run_one(
     let cancel = Cancel::default();
     let job_shared = shared.clone();
     let served = shared.served();
+    in_service(&served)?;
     let answer = shared
         .workers
         .submit(&cancel, move |cancelled| {
@@ -237,6 +238,7 @@ async fn run_batch(
     let chunk = total.div_ceil(shared.workers.threads().max(1)).max(1);
     let cancel = Cancel::default();
     let served = shared.served();
+    in_service(&served)?;
     let mut pending = Vec::new();
     let mut requests = requests.into_iter();
     loop {
@@ -281,18 +283,31 @@ struct Pending {
     >,
 }
 
+/// UNAVAILABLE when the served index is out of service (a file failed its checksum), so that
+/// clients and routers try another replica.
+fn in_service(served: &Served) -> Result<(), Status> {
+    match served.out_of_service() {
+        Some(error) => Err(Status::unavailable(format!(
+            "the index is out of service until a good one is loaded: {error}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Pending {
     fn start(shared: &Arc<Shared>, request: SearchRequest) -> Pending {
         let query_id = request.query_id.clone();
         let cancel = Cancel::default();
         let (served, job_shared) = (shared.served(), shared.clone());
-        let state = shared
-            .workers
-            .submit(&cancel, move |cancelled| {
-                answer_one(&job_shared, &served.index, request, cancelled)
-            })
-            .map(|receiver| (receiver, Arc::new(cancel)))
-            .map_err(rejected);
+        let state = in_service(&served).and_then(|()| {
+            shared
+                .workers
+                .submit(&cancel, move |cancelled| {
+                    answer_one(&job_shared, &served.index, request, cancelled)
+                })
+                .map(|receiver| (receiver, Arc::new(cancel)))
+                .map_err(rejected)
+        });
         Pending {
             query_id,
             started: Instant::now(),
@@ -330,16 +345,21 @@ impl Pending {
             group.push(request);
         }
         let (served, job_shared) = (shared.served(), shared.clone());
-        let submitted = shared.workers.submit(&cancel, move |cancelled| {
-            let answers = answer_all(&job_shared, &served.index, group, cancelled);
-            for (sender, answer) in senders.into_iter().zip(answers) {
-                let _ = sender.send(answer);
-            }
+        let submitted = in_service(&served).and_then(|()| {
+            shared
+                .workers
+                .submit(&cancel, move |cancelled| {
+                    let answers = answer_all(&job_shared, &served.index, group, cancelled);
+                    for (sender, answer) in senders.into_iter().zip(answers) {
+                        let _ = sender.send(answer);
+                    }
+                })
+                .map_err(rejected)
         });
-        if let Err(rejection) = submitted {
+        if let Err(refusal) = submitted {
             for p in &mut pending {
                 if p.state.as_ref().is_ok_and(|(_, c)| Arc::ptr_eq(c, &cancel)) {
-                    p.state = Err(rejected(rejection));
+                    p.state = Err(refusal.clone());
                 }
             }
         }
@@ -476,6 +496,12 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         dim: manifest.dim,
         vector_codec: manifest.vector_codec.clone(),
         doc_tokens: index.doc_token_strings().is_some(),
+        checksums: match served.checksums() {
+            ChecksumState::Verified => "verified".to_string(),
+            ChecksumState::Pending => "pending".to_string(),
+            ChecksumState::Skipped => "skipped".to_string(),
+            ChecksumState::Corrupt(error) => format!("corrupt: {error}"),
+        },
         format_version: manifest.format_version,
         posting_count: manifest.posting_count,
         size_bytes: index.size_bytes(),

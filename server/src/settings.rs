@@ -13,16 +13,17 @@
 //! variable, admin tokens from `--admin-tokens-file` or `TANDEM_ADMIN_TOKENS` ([`EnvTokens`]).
 
 use crate::auth::Tokens;
-use crate::config::{ServeOptions, TlsFiles};
+use crate::config::{Checksums, ServeOptions, TlsFiles};
 use crate::encode::EncoderSettings;
 use anyhow::Context;
 use clap::parser::ValueSource;
+use clap::ValueEnum;
 use clap::{CommandFactory, FromArgMatches};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use tandem_engine::{Fusion, FusionMethod, Limits, Verify};
+use tandem_engine::{Fusion, FusionMethod, Limits};
 
 /// A knob that can be switched off: `off` or a value (on the command line and in TOML, where a
 /// number may also be written bare).
@@ -110,8 +111,14 @@ pub struct Settings {
     /// The scifact eval set the demo uses when present [default: ../shared/evalsets/scifact].
     #[arg(long, env = "TANDEM_DEMO_EVALSET")]
     pub demo_evalset: Option<PathBuf>,
-    /// Skip recomputing file checksums at load and reload (sizes and invariants are still
-    /// checked).
+    /// When the checksums of every file of a loaded or reloaded index are recomputed: `full`
+    /// before serving it (reads every byte first: minutes for a large index), `background`
+    /// after serving it (the open checks headers, sizes and invariants; a mismatch found later
+    /// takes the index out of service: health NOT_SERVING, searches UNAVAILABLE), or `off`
+    /// [default: background].
+    #[arg(long, env = "TANDEM_VERIFY", value_enum)]
+    pub verify: Option<Checksums>,
+    /// Never recompute file checksums (sizes and invariants are still checked): `--verify off`.
     #[arg(long, env = "TANDEM_SKIP_CHECKSUMS", num_args = 0..=1, require_equals = true,
         default_missing_value = "true", value_name = "BOOL", value_parser = boolish())]
     pub skip_checksums: Option<bool>,
@@ -365,7 +372,7 @@ impl Settings {
     pub fn merge(self, other: Settings) -> Settings {
         first_of!(self, other;
             index, listen, metrics_listen, admin_listen, demo, demo_dir, demo_evalset,
-            skip_checksums, default_k, default_kappa, default_cp_alpha, default_ee_beta,
+            verify, skip_checksums, default_k, default_kappa, default_cp_alpha, default_ee_beta,
             default_fusion_method, default_fusion_weight, default_rrf_k, max_k, max_kappa,
             max_query_terms, max_query_tokens, max_batch, max_delete_ids, max_message_bytes,
             no_prefetch, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
@@ -388,6 +395,16 @@ impl Settings {
             !(demo && self.index.is_some()),
             "--index and --demo exclude each other"
         );
+        let verify = match (self.skip_checksums, self.verify) {
+            (Some(true), Some(v)) if v != Checksums::Off => anyhow::bail!(
+                "--skip-checksums and --verify {} contradict each other",
+                v.to_possible_value()
+                    .map_or_else(String::new, |p| p.get_name().to_string())
+            ),
+            (Some(true), _) => Checksums::Off,
+            (_, Some(v)) => v,
+            _ => d.verify,
+        };
         let rrf_k = self.default_rrf_k.unwrap_or(d.default_rrf_k);
         let method = match self.default_fusion_method.as_deref() {
             None => d.default_fusion.method,
@@ -456,11 +473,7 @@ impl Settings {
             max_queue: self.max_queue.unwrap_or(d.max_queue),
             max_streams: self.max_streams.unwrap_or(d.max_streams),
             stream_window: self.stream_window.unwrap_or(d.stream_window),
-            verify: if self.skip_checksums.unwrap_or(false) {
-                Verify::SkipChecksums
-            } else {
-                Verify::Full
-            },
+            verify,
             auth: Tokens::load(
                 self.auth_tokens_file.as_deref(),
                 tokens.search.as_deref(),
@@ -663,18 +676,46 @@ mod tests {
     }
 
     #[test]
+    fn verify_takes_full_background_or_off_and_skip_checksums_is_off() {
+        let resolve = |args: &[&str]| parse(args).resolve(&no_tokens()).map(|r| r.options.verify);
+        assert_eq!(resolve(&["--index", "i"]).unwrap(), Checksums::Background);
+        for (name, mode) in [
+            ("full", Checksums::Full),
+            ("background", Checksums::Background),
+            ("off", Checksums::Off),
+        ] {
+            assert_eq!(resolve(&["--index", "i", "--verify", name]).unwrap(), mode);
+        }
+        assert_eq!(
+            resolve(&["--index", "i", "--skip-checksums"]).unwrap(),
+            Checksums::Off
+        );
+        let file: Settings = toml::from_str("index = \"i\"\nverify = \"full\"\n").unwrap();
+        let from_file = parse(&[]).merge(file).resolve(&no_tokens()).unwrap();
+        assert_eq!(from_file.options.verify, Checksums::Full);
+        let message = resolve(&["--index", "i", "--skip-checksums", "--verify", "full"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("--skip-checksums and --verify full"),
+            "{message}"
+        );
+        assert!(Settings::from_args(["tandem-server", "--verify", "sometimes"]).is_err());
+    }
+
+    #[test]
     fn booleans_can_be_turned_off_by_a_later_source() {
         let file: Settings =
             toml::from_str("index = \"i\"\nskip-checksums = true\nno-prefetch = true\n").unwrap();
         let on = parse(&[]).merge(file).resolve(&no_tokens()).unwrap();
-        assert_eq!(on.options.verify, Verify::SkipChecksums);
+        assert_eq!(on.options.verify, Checksums::Off);
         assert!(!on.options.prefetch);
 
         let file: Settings =
             toml::from_str("index = \"i\"\nskip-checksums = true\nno-prefetch = true\n").unwrap();
         let flags = parse(&["--skip-checksums=false", "--no-prefetch=no"]);
         let off = flags.merge(file).resolve(&no_tokens()).unwrap();
-        assert_eq!(off.options.verify, Verify::Full);
+        assert_eq!(off.options.verify, Checksums::Background);
         assert!(off.options.prefetch);
 
         // A bare flag is `true`; the value must be attached with `=`.

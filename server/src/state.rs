@@ -1,23 +1,78 @@
 //! What every call shares: the served index (swappable), the options, the worker pool, the
 //! metrics and the open-stream count.
 
-use crate::config::ServeOptions;
+use crate::config::{Checksums, ServeOptions};
 use crate::encode::Encoders;
 use crate::metrics::Metrics;
+use crate::service::SearchService;
 use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tandem_engine::{DeleteOutcome, Index, Verify};
+use tandem_engine::{DeleteOutcome, Index};
+use tandem_proto::v1::search_server::SearchServer;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
-/// The index being served and when it was loaded.
+/// Where the checksum pass over a served index's files stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChecksumState {
+    /// Not done yet: running (or about to) in the background.
+    Pending,
+    /// Every file matches its checksum.
+    Verified,
+    /// A file does not: the index is out of service. The error, naming the file.
+    Corrupt(String),
+    /// Not verified (`--verify off`).
+    Skipped,
+}
+
+/// The index being served, when it was loaded, and whether its files were found intact.
 pub struct Served {
     /// The index.
     pub index: Index,
     /// When it was swapped in.
     pub loaded: Instant,
+    checksums: Mutex<ChecksumState>,
+}
+
+impl Served {
+    /// `index`, loaded now, opened as `verify` says (so verified already with `Full`).
+    fn new(index: Index, verify: Checksums) -> Served {
+        let state = match verify {
+            Checksums::Full => ChecksumState::Verified,
+            Checksums::Background => ChecksumState::Pending,
+            Checksums::Off => ChecksumState::Skipped,
+        };
+        Served {
+            index,
+            loaded: Instant::now(),
+            checksums: Mutex::new(state),
+        }
+    }
+
+    /// Where the checksum pass stands.
+    pub fn checksums(&self) -> ChecksumState {
+        self.checksums
+            .lock()
+            .map_or(ChecksumState::Pending, |s| s.clone())
+    }
+
+    /// Why the index is out of service (a file failed its checksum), if it is.
+    pub fn out_of_service(&self) -> Option<String> {
+        match self.checksums() {
+            ChecksumState::Corrupt(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    fn set_checksums(&self, state: ChecksumState) {
+        if let Ok(mut s) = self.checksums.lock() {
+            *s = state;
+        }
+    }
 }
 
 /// State shared by the services and the metrics endpoint.
@@ -29,8 +84,10 @@ pub struct Shared {
     pub workers: Workers,
     /// Counters and histograms.
     pub metrics: Metrics,
-    /// How indexes are verified when (re)loaded.
-    pub verify: Verify,
+    /// When the checksums of (re)loaded indexes are verified.
+    pub verify: Checksums,
+    /// The gRPC health statuses: NOT_SERVING while the served index is out of service.
+    pub health: HealthReporter,
     /// When the server started.
     pub started: Instant,
     /// The encoders of text queries.
@@ -41,16 +98,24 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state serving `index` with `options` (starts the worker threads).
-    pub fn new(index: Index, options: ServeOptions, verify: Verify) -> std::io::Result<Shared> {
+    /// Shared state serving `index` (opened as `options.verify` says) with `options`, its
+    /// health reported to `health` (starts the worker threads; the background checksum pass
+    /// starts with [`Shared::start_checksums`]).
+    pub fn new(
+        index: Index,
+        options: ServeOptions,
+        health: HealthReporter,
+    ) -> std::io::Result<Shared> {
         let workers = Workers::new(options.workers, options.max_queue)?;
         let now = Instant::now();
+        let verify = options.verify;
         Ok(Shared {
-            served: ArcSwap::from_pointee(Served { index, loaded: now }),
+            served: ArcSwap::from_pointee(Served::new(index, verify)),
             options,
             workers,
             metrics: Metrics::new(),
             verify,
+            health,
             started: now,
             encoders: Encoders::default(),
             streams: AtomicUsize::new(0),
@@ -68,7 +133,7 @@ impl Shared {
     pub async fn reload(&self, dir: Option<PathBuf>) -> tandem_engine::Result<(Arc<Served>, u128)> {
         let _one_at_a_time = self.reloading.lock().await;
         let dir = dir.unwrap_or_else(|| self.served().index.dir().to_path_buf());
-        let verify = self.verify;
+        let verify = self.verify.at_open();
         let started = Instant::now();
         let opening = dir.clone();
         let index = tokio::task::spawn_blocking(move || Index::open_with(&opening, verify))
@@ -86,12 +151,63 @@ impl Shared {
                 ));
             }
         }
-        let served = Arc::new(Served {
-            index,
-            loaded: Instant::now(),
-        });
+        let served = Arc::new(Served::new(index, self.verify));
         self.served.store(served.clone());
+        self.set_health(ServingStatus::Serving).await;
         Ok((served, started.elapsed().as_millis()))
+    }
+
+    /// Starts the background checksum pass over the served index's files when it is pending
+    /// (`--verify background`): one file after the other on a blocking thread. A mismatch
+    /// takes the index out of service (searches UNAVAILABLE, health NOT_SERVING, an error in
+    /// the log naming the file) until a reload serves another.
+    pub fn start_checksums(self: &Arc<Self>) {
+        let served = self.served();
+        if served.checksums() != ChecksumState::Pending {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let checking = served.clone();
+            let result = tokio::task::spawn_blocking(move || checking.index.verify_checksums())
+                .await
+                .map_err(|e| format!("the checksum pass failed: {e}"))
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let dir = served.index.dir().display().to_string();
+            match result {
+                Ok(()) => {
+                    served.set_checksums(ChecksumState::Verified);
+                    tracing::info!(
+                        index = %dir,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "checksums verified: every file of the index is intact"
+                    );
+                }
+                Err(error) => {
+                    // Under the reload lock, so that a reload swapping a good index in does
+                    // not have its SERVING overwritten by this older verdict.
+                    let _no_reload = shared.reloading.lock().await;
+                    served.set_checksums(ChecksumState::Corrupt(error.clone()));
+                    tracing::error!(
+                        index = %dir,
+                        %error,
+                        "THE INDEX IS CORRUPT and out of service (searches answer UNAVAILABLE, \
+                         health NOT_SERVING) until a good index is loaded (ReloadIndex, SIGHUP)"
+                    );
+                    if Arc::ptr_eq(&shared.served(), &served) {
+                        shared.set_health(ServingStatus::NotServing).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sets the overall health status and the Search service's.
+    async fn set_health(&self, status: ServingStatus) {
+        self.health.set_service_status("", status).await;
+        let search = <SearchServer<SearchService> as tonic::server::NamedService>::NAME;
+        self.health.set_service_status(search, status).await;
     }
 
     /// Deletes `ids` from the served index (see [`Index::delete`]), off the reactor. Holds the

@@ -1,5 +1,6 @@
 //! The real `tandem-server` binary: it logs where it listens and what it loaded, answers,
-//! shuts down gracefully on SIGTERM and SIGINT, refuses a corrupt index, and runs the demo.
+//! shuts down gracefully on SIGTERM and SIGINT, refuses a corrupt index with `--verify full` or
+//! takes it out of service after the background checksum pass, and runs the demo.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -144,35 +145,155 @@ fn serves_then_stops_gracefully_on_sigterm_and_sigint() {
     }
 }
 
+/// A copy of the index `from` at `to` with one byte of its token vectors flipped (a value
+/// changes, nothing the open's checks of headers, sizes and invariants can see).
+fn corrupt_copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let tokens = to.join("tokens.packed");
+    let mut bytes = std::fs::read(&tokens).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&tokens, bytes).unwrap();
+}
+
+/// The health statuses of the whole server ("") and of tandem.v1.Search.
+fn health(runtime: &tokio::runtime::Runtime, url: &str) -> [i32; 2] {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+        let mut status = [0; 2];
+        for (slot, service) in status.iter_mut().zip(["", "tandem.v1.Search"]) {
+            let request = HealthCheckRequest {
+                service: service.to_string(),
+            };
+            *slot = client.check(request).await.unwrap().into_inner().status;
+        }
+        status
+    })
+}
+
 #[test]
-fn refuses_a_corrupt_index_with_a_message() {
+fn a_corrupt_index_is_refused_before_serving_or_taken_out_of_service_after() {
+    use tandem_proto::v1::admin_client::AdminClient;
+    use tandem_proto::v1::ReloadIndexRequest;
+    use tonic_health::ServingStatus;
     let dir = tempfile::tempdir().unwrap();
     let corpus_dir = dir.path().join("corpus");
     std::fs::create_dir_all(&corpus_dir).unwrap();
     corpus(&corpus_dir);
-    let index = dir.path().join("index");
-    build(&corpus_dir, &index);
-    let weights = index.join("postings.weights");
-    let mut bytes = std::fs::read(&weights).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&weights, bytes).unwrap();
+    let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+    build(&corpus_dir, &good);
+    corrupt_copy(&good, &bad);
+
+    // --verify full: refused before listening, naming the file.
     let output = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
-        .args([
-            "--index",
-            index.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--index", bad.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--verify", "full"])
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("postings.weights") && stderr.contains("checksum mismatch"),
+        stderr.contains("tokens.packed") && stderr.contains("checksum mismatch"),
         "{stderr}"
     );
     assert_eq!(stderr.matches("checksum mismatch").count(), 1, "{stderr}");
+
+    // By default it is served at once, and the background pass takes it out of service.
+    let (mut child, lines) = start(&["--index", bad.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let loaded = wait_for(&lines, "index loaded");
+    assert!(loaded.contains("checksums=Background"), "{loaded}");
+    let addr = listen_addr(&wait_for(&lines, "listening"));
+    let url = format!("http://{addr}");
+    let corrupt = wait_for(&lines, "THE INDEX IS CORRUPT");
+    assert!(
+        corrupt.contains("tokens.packed") && corrupt.contains("checksum mismatch"),
+        "{corrupt}"
+    );
+    let not_serving = ServingStatus::NotServing as i32;
+    let rt = runtime();
+    assert_eq!(health(&rt, &url), [not_serving; 2]);
+    let queries = std::fs::read_to_string(corpus_dir.join("queries.jsonl")).unwrap();
+    let first = parse_all(&queries, "queries.jsonl").unwrap().remove(0);
+    let search = SearchRequest {
+        query: Some(Query {
+            sparse_tokens: first.terms.into_iter().collect(),
+            ..Query::default()
+        }),
+        rerank: Rerank::None as i32,
+        ..SearchRequest::default()
+    };
+    let (refused, info) = rt.block_on(async {
+        let mut client = SearchClient::connect(url.clone()).await.unwrap();
+        let refused = client.search(search.clone()).await.unwrap_err();
+        let info = client
+            .get_index_info(GetIndexInfoRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        (refused, info)
+    });
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("out of service") && refused.message().contains("tokens.packed"),
+        "{refused:?}"
+    );
+    assert!(
+        info.checksums.starts_with("corrupt: "),
+        "{}",
+        info.checksums
+    );
+
+    // Reloading a good index brings the server back, and its own pass verifies it.
+    let reload = |path: &Path| {
+        rt.block_on(async {
+            let mut admin = AdminClient::connect(url.clone()).await.unwrap();
+            let request = ReloadIndexRequest {
+                path: path.display().to_string(),
+            };
+            admin.reload_index(request).await.unwrap();
+        })
+    };
+    reload(&good);
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(health(&rt, &url), [serving; 2]);
+    wait_for(&lines, "checksums verified");
+    let (hits, info) = rt.block_on(async {
+        let mut client = SearchClient::connect(url.clone()).await.unwrap();
+        let hits = client
+            .search(search.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .hits;
+        let info = client
+            .get_index_info(GetIndexInfoRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        (hits, info)
+    });
+    assert!(!hits.is_empty());
+    assert_eq!(info.checksums, "verified");
+
+    // And reloading the corrupt one takes it out again.
+    reload(&bad);
+    wait_for(&lines, "THE INDEX IS CORRUPT");
+    assert_eq!(health(&rt, &url), [not_serving; 2]);
+    stop(&mut child, &addr);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
 }
 
 #[test]
@@ -311,7 +432,7 @@ fn settings_name_their_source_and_later_sources_turn_booleans_off() {
     let lines = forward_lines(child.stderr.take().unwrap());
     let effective = wait_for(&lines, "effective configuration");
     assert!(
-        effective.contains("verify: Full") && effective.contains("prefetch: true"),
+        effective.contains("verify: Background") && effective.contains("prefetch: true"),
         "{effective}"
     );
     let addr = listen_addr(&wait_for(&lines, "listening"));

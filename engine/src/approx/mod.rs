@@ -34,6 +34,7 @@ mod search;
 
 use crate::error::{Error, Result};
 use crate::format::array::ArrayFile;
+use crate::format::invariants;
 use std::path::Path;
 
 pub use crate::params::{ApproxBuildParams, ApproxQueryParams, ApproxSettings, CalibrationParams};
@@ -235,35 +236,25 @@ impl ApproxIndex {
                 "length differs from impact.docs",
             ));
         }
-        if index
-            .forward_terms
-            .as_slice()
-            .iter()
-            .any(|&t| t as usize >= vocab_size)
-        {
+        if !invariants::all_below(index.forward_terms.as_slice(), vocab_size as u64) {
             return Err(Error::corrupt(
                 path(files::FORWARD_TERMS),
                 "a term id is past the vocabulary",
             ));
         }
-        if index
-            .impact_docs
-            .as_slice()
-            .iter()
-            .any(|&d| d as usize >= doc_count)
-        {
+        if !invariants::all_below(index.impact_docs.as_slice(), doc_count as u64) {
             return Err(Error::corrupt(
                 path(files::IMPACT_DOCS),
                 "a document id is past the end",
             ));
         }
-        let positive = |w: &[f32]| w.iter().all(|w| w.is_finite() && *w > 0.0);
-        if !positive(index.forward_weights.as_slice()) || !positive(index.impact_weights.as_slice())
-        {
-            return Err(Error::corrupt(
-                path(files::IMPACT_WEIGHTS),
-                "a weight is not finite and > 0",
-            ));
+        for (name, weights) in [
+            (files::FORWARD_WEIGHTS, &index.forward_weights),
+            (files::IMPACT_WEIGHTS, &index.impact_weights),
+        ] {
+            if !invariants::all_positive(weights.as_slice()) {
+                return Err(Error::corrupt(path(name), "a weight is not finite and > 0"));
+            }
         }
         Ok(index)
     }

@@ -1,9 +1,10 @@
 //! `manifest.json`: format version, counts, build parameters, and a checksum per file.
 
 use crate::error::{Error, Result};
-use crate::format::array::WrittenFile;
+use crate::format::array::{checksum_file, WrittenFile};
 use crate::format::FORMAT_VERSION;
 use crate::params::{ApproxBuildParams, ApproxQueryParams};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,32 @@ impl From<WrittenFile> for FileEntry {
             bytes: written.bytes,
             xxh3: format!("{:016x}", written.xxh3),
         }
+    }
+}
+
+/// Recomputes the checksum of each of `files` (names under `dir`) and compares it with its
+/// entry; the first mismatch is an error naming the file. `parallel`: all files at once (on the
+/// rayon pool), else one after the other.
+pub fn verify_files(dir: &Path, files: &BTreeMap<String, FileEntry>, parallel: bool) -> Result<()> {
+    let check = |(name, entry): (&String, &FileEntry)| {
+        let path = dir.join(name);
+        let actual = checksum_file(&path)?;
+        let actual_hex = format!("{:016x}", actual.xxh3);
+        if actual.bytes != entry.bytes || actual_hex != entry.xxh3 {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "checksum mismatch: {} bytes xxh3 {actual_hex}, the manifest says {} bytes xxh3 {}",
+                    actual.bytes, entry.bytes, entry.xxh3
+                ),
+            ));
+        }
+        Ok(())
+    };
+    if parallel {
+        files.par_iter().try_for_each(check)
+    } else {
+        files.iter().try_for_each(check)
     }
 }
 

@@ -12,6 +12,7 @@
 //! manifest is written, so an interrupted build never leaves an index that would load.
 
 pub mod array;
+pub mod invariants;
 pub mod manifest;
 pub mod staging;
 pub mod strings;

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::format::array::WrittenFile;
 use crate::format::files;
-use crate::format::manifest::{FileEntry, Manifest};
+use crate::format::manifest::{verify_files, FileEntry, Manifest};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -72,9 +72,13 @@ impl StagingDir {
         self.files.insert(name.to_string(), written.into());
     }
 
-    /// Writes the manifest (with the recorded files), fsyncs, and renames the directory onto the
-    /// target (replacing an existing one).
+    /// Reads every recorded file back and checks it against the checksum computed as it was
+    /// written (so that what a disk or a filesystem garbled is caught at build time, not when
+    /// a server that skipped the checksum pass at start serves it), then writes the manifest
+    /// (with the recorded files), fsyncs, and renames the directory onto the target (replacing
+    /// an existing one).
     pub fn commit(mut self, mut manifest: Manifest) -> Result<PathBuf> {
+        verify_files(&self.path, &self.files, true)?;
         manifest.files = std::mem::take(&mut self.files);
         let manifest_path = self.path.join(files::MANIFEST);
         let text = serde_json::to_string_pretty(&manifest)
@@ -118,4 +122,57 @@ pub(crate) fn sync_path(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::array::write_array;
+    use crate::format::FORMAT_VERSION;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            created_by: "test".to_string(),
+            created_unix_s: 0,
+            doc_count: 0,
+            vocab_size: 0,
+            token_count: 0,
+            posting_count: 0,
+            dim: 1,
+            vector_codec: "f16".to_string(),
+            build_parameters: BTreeMap::new(),
+            approx: None,
+            files: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_written_is_refused_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("index");
+        let mut staging = StagingDir::create(&target, false).unwrap();
+        let path = staging.file_path("values");
+        let written = write_array(&path, "values", &[1u32, 2, 3]).unwrap();
+        staging.record("values", written);
+        // One bit of the last element flips on its way to the disk.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let message = staging.commit(manifest()).unwrap_err().to_string();
+        assert!(
+            message.contains("values") && message.contains("checksum mismatch"),
+            "{message}"
+        );
+        assert!(!target.exists(), "nothing published");
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 0, "the staging directory is removed");
+
+        let mut staging = StagingDir::create(&target, false).unwrap();
+        let written = write_array(&staging.file_path("values"), "values", &[1u32, 2, 3]).unwrap();
+        staging.record("values", written);
+        staging.commit(manifest()).unwrap();
+        assert!(target.join(files::MANIFEST).is_file());
+    }
 }
