@@ -394,6 +394,26 @@ impl Index {
     pub fn size_bytes(&self) -> u64 {
         self.manifest.files.values().map(|f| f.bytes).sum()
     }
+
+    /// For each file of the index (by name, as in the manifest), how many of its bytes are in
+    /// the page cache now (`mincore` over a fresh read-only mapping, which reads nothing); 0 for
+    /// a file that cannot be opened. For telling, with an index larger than memory, which files
+    /// stay resident and which are read from the disk.
+    pub fn resident_bytes_by_file(&self) -> Vec<(&str, usize)> {
+        self.manifest
+            .files
+            .iter()
+            .map(|(name, entry)| {
+                let path = self.dir.join(name);
+                let resident = (entry.bytes > 0)
+                    .then(|| std::fs::File::open(&path).ok())
+                    .flatten()
+                    .and_then(|file| crate::mmap::map_file(&file, &path).ok())
+                    .map_or(0, |map| crate::mmap::resident_bytes(&map));
+                (name.as_str(), resident)
+            })
+            .collect()
+    }
 }
 
 /// Refuses a `dir` that does not exist or is not a directory with an [`Error::Io`] saying so

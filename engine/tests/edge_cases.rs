@@ -129,6 +129,26 @@ fn prefetch_is_wanted_until_the_token_files_are_found_resident() {
 }
 
 #[test]
+fn residency_is_reported_per_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = tiny_index(dir.path());
+    let files = index.manifest().files.clone();
+    // Read every file, so that all of it is in the page cache.
+    for name in files.keys() {
+        std::fs::read(dir.path().join("index").join(name)).unwrap();
+    }
+    let resident = index.resident_bytes_by_file();
+    let names: Vec<&str> = resident.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, files.keys().map(String::as_str).collect::<Vec<_>>());
+    for (name, bytes) in &resident {
+        assert_eq!(
+            *bytes as u64, files[*name].bytes,
+            "{name} is all in the page cache"
+        );
+    }
+}
+
+#[test]
 fn attribute_faults_name_the_line_and_old_indexes_have_no_attributes() {
     let dir = tempfile::tempdir().unwrap();
     let index = tiny_index(dir.path());

@@ -34,6 +34,13 @@ struct StageLabels {
     stage: String,
 }
 
+/// Labels of the per-file gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    /// The file's name in the index directory, e.g. `tokens.packed`.
+    file: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets: 10 µs to ~5 s, doubling.
@@ -53,6 +60,7 @@ pub struct Metrics {
     index_bytes: Gauge,
     index_resident_bytes: Gauge,
     index_out_of_service: Gauge,
+    file_resident_bytes: Family<FileLabels, Gauge>,
     /// Serialises scrapes (the registry is encoded into one buffer).
     scrape: Mutex<()>,
 }
@@ -107,6 +115,12 @@ impl Metrics {
         });
         let [queue_depth, running, index_docs, index_bytes, index_resident_bytes, index_out_of_service] =
             gauges;
+        let file_resident_bytes = Family::<FileLabels, Gauge>::default();
+        registry.register(
+            "index_file_resident_bytes",
+            "Bytes of each file of the served index in the page cache (by file name)",
+            file_resident_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -118,6 +132,7 @@ impl Metrics {
             index_bytes,
             index_resident_bytes,
             index_out_of_service,
+            file_resident_bytes,
             scrape: Mutex::new(()),
         }
     }
@@ -162,6 +177,15 @@ impl Metrics {
             .set(to_i64(index.tokens().resident_bytes()));
         self.index_out_of_service
             .set(i64::from(served.out_of_service().is_some()));
+        // A reload may serve other files: only the served index's are reported.
+        self.file_resident_bytes.clear();
+        for (file, bytes) in index.resident_bytes_by_file() {
+            self.file_resident_bytes
+                .get_or_create(&FileLabels {
+                    file: file.to_string(),
+                })
+                .set(to_i64(bytes));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

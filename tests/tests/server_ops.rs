@@ -240,6 +240,8 @@ async fn metrics_count_requests_by_method_and_code_and_report_the_index() {
         "tandem_index_documents 600",
         "tandem_index_token_vectors_resident_bytes",
         "tandem_index_out_of_service 0",
+        "tandem_index_file_resident_bytes{file=\"tokens.packed\"}",
+        "tandem_index_file_resident_bytes{file=\"postings.docs\"}",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
