@@ -102,8 +102,10 @@ pub async fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
+    let stopping = shared.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.stop_background_work();
         let _ = stop.send(true);
     });
     tokio::spawn(reload_on_hangup(shared.clone(), when_stopped()));

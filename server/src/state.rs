@@ -8,7 +8,7 @@ use crate::service::SearchService;
 use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tandem_engine::{DeleteOutcome, Index};
@@ -93,6 +93,9 @@ pub struct Shared {
     /// The encoders of text queries.
     pub encoders: Encoders,
     streams: AtomicUsize,
+    /// Set at shutdown: a background checksum pass stops (so the process exits without
+    /// reading the rest of a large index).
+    stopping: AtomicBool,
     /// One reload or delete at a time.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -119,6 +122,7 @@ impl Shared {
             started: now,
             encoders: Encoders::default(),
             streams: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             reloading: tokio::sync::Mutex::new(()),
         })
     }
@@ -169,14 +173,20 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let checking = served.clone();
-            let result = tokio::task::spawn_blocking(move || checking.index.verify_checksums())
-                .await
-                .map_err(|e| format!("the checksum pass failed: {e}"))
-                .and_then(|r| r.map_err(|e| e.to_string()));
+            let (checking, stopping) = (served.clone(), shared.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                checking.index.verify_checksums(&stopping.stopping)
+            })
+            .await
+            .map_err(|e| format!("the checksum pass failed: {e}"))
+            .and_then(|r| match r {
+                Err(tandem_engine::Error::Cancelled) => Ok(false),
+                other => other.map(|()| true).map_err(|e| e.to_string()),
+            });
             let dir = served.index.dir().display().to_string();
             match result {
-                Ok(()) => {
+                Ok(false) => tracing::info!(index = %dir, "checksum pass stopped: shutting down"),
+                Ok(true) => {
                     served.set_checksums(ChecksumState::Verified);
                     tracing::info!(
                         index = %dir,
@@ -201,6 +211,11 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// Stops the background checksum pass, if one runs (at shutdown).
+    pub fn stop_background_work(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Sets the overall health status and the Search service's.

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Magic bytes at the start of every array file.
@@ -262,8 +263,9 @@ impl<T: Element> ArrayFile<T> {
     }
 }
 
-/// Computes the xxh3-64 checksum of a whole file, reading it through a memory map.
-pub fn checksum_file(path: &Path) -> Result<WrittenFile> {
+/// Computes the xxh3-64 checksum of a whole file, reading it through a memory map in 16 MiB
+/// chunks; [`Error::Cancelled`] as soon as `stop` is set (checked before each chunk).
+pub fn checksum_file(path: &Path, stop: &AtomicBool) -> Result<WrittenFile> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if bytes == 0 {
@@ -275,6 +277,9 @@ pub fn checksum_file(path: &Path) -> Result<WrittenFile> {
     let map = crate::mmap::map_file(&file, path)?;
     let mut hasher = Xxh3::new();
     for chunk in map.chunks(1 << 24) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
         hasher.update(chunk);
     }
     Ok(WrittenFile {
@@ -293,7 +298,10 @@ mod tests {
         let path = dir.path().join("a");
         let values: Vec<u32> = (0..1000).collect();
         let written = write_array(&path, "numbers", &values).unwrap();
-        assert_eq!(written, checksum_file(&path).unwrap());
+        let go_on = AtomicBool::new(false);
+        assert_eq!(written, checksum_file(&path, &go_on).unwrap());
+        let stop = AtomicBool::new(true);
+        assert!(matches!(checksum_file(&path, &stop), Err(Error::Cancelled)));
         assert_eq!(written.bytes, HEADER_LEN as u64 + 4000);
         let file = ArrayFile::<u32>::open(&path, "numbers").unwrap();
         assert_eq!(file.as_slice(), &values[..]);

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 /// Size and checksum of one index file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,11 +30,16 @@ impl From<WrittenFile> for FileEntry {
 
 /// Recomputes the checksum of each of `files` (names under `dir`) and compares it with its
 /// entry; the first mismatch is an error naming the file. `parallel`: all files at once (on the
-/// rayon pool), else one after the other.
-pub fn verify_files(dir: &Path, files: &BTreeMap<String, FileEntry>, parallel: bool) -> Result<()> {
+/// rayon pool), else one after the other. [`Error::Cancelled`] soon after `stop` is set.
+pub fn verify_files(
+    dir: &Path,
+    files: &BTreeMap<String, FileEntry>,
+    parallel: bool,
+    stop: &AtomicBool,
+) -> Result<()> {
     let check = |(name, entry): (&String, &FileEntry)| {
         let path = dir.join(name);
-        let actual = checksum_file(&path)?;
+        let actual = checksum_file(&path, stop)?;
         let actual_hex = format!("{:016x}", actual.xxh3);
         if actual.bytes != entry.bytes || actual_hex != entry.xxh3 {
             return Err(Error::corrupt(

@@ -7,6 +7,7 @@ use crate::format::manifest::{verify_files, FileEntry, Manifest};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 /// A directory being written. Dropping it without [`StagingDir::commit`] removes it, so a failed
 /// build leaves nothing behind; a killed build leaves only a hidden `.NAME.building-PID`
@@ -78,7 +79,7 @@ impl StagingDir {
     /// (with the recorded files), fsyncs, and renames the directory onto the target (replacing
     /// an existing one).
     pub fn commit(mut self, mut manifest: Manifest) -> Result<PathBuf> {
-        verify_files(&self.path, &self.files, true)?;
+        verify_files(&self.path, &self.files, true, &AtomicBool::new(false))?;
         manifest.files = std::mem::take(&mut self.files);
         let manifest_path = self.path.join(files::MANIFEST);
         let text = serde_json::to_string_pretty(&manifest)
