@@ -4,7 +4,6 @@
 use crate::config::{Checksums, ServeOptions};
 use crate::encode::Encoders;
 use crate::metrics::Metrics;
-use crate::service::SearchService;
 use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -12,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tandem_engine::{DeleteOutcome, Index};
-use tandem_proto::v1::search_server::SearchServer;
+use tandem_proto::v1::search_server::SERVICE_NAME as SEARCH_SERVICE;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -221,8 +220,7 @@ impl Shared {
     /// Sets the overall health status and the Search service's.
     async fn set_health(&self, status: ServingStatus) {
         self.health.set_service_status("", status).await;
-        let search = <SearchServer<SearchService> as tonic::server::NamedService>::NAME;
-        self.health.set_service_status(search, status).await;
+        self.health.set_service_status(SEARCH_SERVICE, status).await;
     }
 
     /// Deletes `ids` from the served index (see [`Index::delete`]), off the reactor. Holds the
