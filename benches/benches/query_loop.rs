@@ -10,9 +10,9 @@ use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Limits, Query, QueryVectors, SearchParams, Segment};
 
-fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
+fn fixture() -> (tempfile::TempDir, Segment, Vec<Query>) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let corpus = dir.path().join("corpus");
     std::fs::create_dir_all(&corpus).expect("corpus directory");
@@ -40,7 +40,7 @@ fn fixture() -> (tempfile::TempDir, Index, Vec<Query>) {
         doc_tokens: None,
     };
     build_index(&build, &NoProgress).expect("index build");
-    let index = Index::open(&out).expect("index");
+    let index = Segment::open(&out).expect("index");
     let text = std::fs::read_to_string(corpus.join("queries.jsonl")).expect("queries");
     let vectors = NpyArray::open(&corpus.join("query_vectors.npy")).expect("query vectors");
     let lens_path = corpus.join("query_lens.npy");

@@ -27,7 +27,6 @@ use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::encoders::{
     MlmSparseEncoder, Projection, TableSparseEncoder, TextTokenizer, TokenVectorEncoder,
 };
-use tandem_engine::Index;
 use tandem_eval::{evaluate, Qrels, Run};
 use tandem_proto::v1::SearchResponse;
 use tandem_server::config::ServeOptions;
@@ -87,7 +86,7 @@ pub fn encoders(args: &EncodersArgs) -> anyhow::Result<()> {
     };
     let table = work.path().join("idf.json");
     {
-        let index = Index::open(&index_dir)?;
+        let index = tandem_engine::Index::open(&index_dir)?;
         let idf = tandem_engine::weight_table::idf_table(&index);
         tandem_engine::weight_table::write_json_table(&table, &idf)?;
     }
@@ -270,7 +269,7 @@ async fn serve_and_query(
 ) -> anyhow::Result<(Vec<SearchResponse>, Vec<u64>)> {
     let opened = {
         let dir = index.to_path_buf();
-        tokio::task::spawn_blocking(move || Index::open(&dir)).await??
+        tokio::task::spawn_blocking(move || tandem_engine::Index::open(&dir)).await??
     };
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", grpc.local_addr()?);

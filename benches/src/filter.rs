@@ -2,7 +2,7 @@
 //!
 //! For each selectivity `s` (share of the documents a query may return), an include set of
 //! about `s · doc_count` documents is drawn at random (seeded) and every query runs with it,
-//! single-threaded, through [`Index::search`] (first stage, then MaxSim over κ candidates when
+//! single-threaded, through [`Segment::search`] (first stage, then MaxSim over κ candidates when
 //! query vectors are given; first stage alone otherwise), after a warm-up pass. The include set
 //! is resolved to a bitmap once, as a cached set or an attribute filter would be, and passed as
 //! [`Filter::include_docs`]; the one-time cost of resolving it from external ids (what a
@@ -24,7 +24,7 @@ use std::time::Instant;
 use tandem_client::queries::QuerySet;
 use tandem_engine::filter::{parse, Filter};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Fusion, Index, Limits, Query, QueryVectors, SearchParams, Verify};
+use tandem_engine::{Fusion, Limits, Query, QueryVectors, SearchParams, Segment, Verify};
 
 /// Arguments of `tandem-bench filter`.
 #[derive(Debug, clap::Args)]
@@ -77,7 +77,7 @@ struct Case {
 
 /// Runs the benchmark and prints (and optionally writes) the report.
 pub fn filter(args: &FilterArgs) -> anyhow::Result<()> {
-    let index = Index::open_with(&args.index, Verify::SkipChecksums)?;
+    let index = Segment::open_with(&args.index, Verify::SkipChecksums)?;
     let set = QuerySet::load(
         &args.queries,
         args.query_vectors.as_deref(),

@@ -157,7 +157,12 @@ pub fn first_stage(args: &FirstStageArgs) -> anyhow::Result<()> {
     let kappa = args.kappa.unwrap_or(args.k).max(args.k);
     let index = Index::open_with(&args.index, Verify::SkipChecksums)?;
     // The approximate defaults exist even when the index defaults to exact (calibration).
-    let approx_defaults = index.manifest().approx.as_ref().map(|a| a.query_defaults);
+    let approx_defaults = index
+        .primary()
+        .manifest()
+        .approx
+        .as_ref()
+        .map(|a| a.query_defaults);
     let approx = |defaults: ApproxQueryParams| {
         FirstStage::Approx(ApproxQueryParams {
             query_cut: args.query_cut.unwrap_or(defaults.query_cut),

@@ -19,7 +19,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tandem_engine::pipeline::{parse_off, FirstStage};
-use tandem_engine::{Fusion, FusionMethod, Index, SearchParams, Verify};
+use tandem_engine::{Fusion, FusionMethod, SearchParams, Segment, Verify};
 use tandem_eval::{Metrics, Qrels};
 
 /// Arguments of `tandem-bench fusion`.
@@ -285,7 +285,7 @@ fn write_plots(
 
 /// Runs the fusion sweep and prints (and optionally writes and plots) the tables.
 pub fn fusion(args: &FusionArgs) -> anyhow::Result<()> {
-    let index = Index::open_with(&args.files.index, Verify::SkipChecksums)?;
+    let index = Segment::open_with(&args.files.index, Verify::SkipChecksums)?;
     let queries = load_queries(&args.files, &index)?;
     let qrels = Qrels::from_path(&args.qrels)?;
     let check = match &args.check {

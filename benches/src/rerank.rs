@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tandem_engine::kernels::{self, KernelKind};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Fusion, Index, Limits, SearchParams, Verify};
+use tandem_engine::{Fusion, Limits, SearchParams, Segment, Verify};
 
 /// Arguments of `tandem-bench rerank`.
 #[derive(Debug, clap::Args)]
@@ -61,7 +61,7 @@ struct Workload {
     dim: usize,
 }
 
-fn load(args: &RerankArgs, index: &Index) -> anyhow::Result<Workload> {
+fn load(args: &RerankArgs, index: &Segment) -> anyhow::Result<Workload> {
     let mut queries = Vec::new();
     for (_, query) in load_queries(&args.files, index)? {
         let candidates = index.first_stage(&query, args.kappa, &FirstStage::Exact)?;
@@ -127,7 +127,7 @@ fn quantile(values: &[f64], q: f64) -> f64 {
 
 /// Scores `docs` once with `kind`; returns (seconds, candidates, flops).
 fn score_all(
-    index: &Index,
+    index: &Segment,
     kind: KernelKind,
     values: &[f32],
     docs: &[u32],
@@ -149,7 +149,7 @@ fn score_all(
 
 /// Times `kind` over the first `queries` queries, `repeat` times, from `residence`.
 fn time_kernel(
-    index: &Index,
+    index: &Segment,
     work: &Workload,
     kind: KernelKind,
     residence: Residence,
@@ -191,7 +191,7 @@ fn time_kernel(
 /// Runs the benchmark and prints (and optionally writes) the report.
 pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
     // Checksums verified, as the server does by default: this also reads every page into memory.
-    let index = Index::open_with(&args.files.index, Verify::Full)?;
+    let index = Segment::open_with(&args.files.index, Verify::Full)?;
     let work = load(args, &index)?;
     // Each kernel is read against the FMA peak of its own instruction set (an AVX2 kernel near
     // its own peak is not "35 % of AVX-512").
@@ -297,7 +297,7 @@ pub fn rerank(args: &RerankArgs) -> anyhow::Result<()> {
 
 /// Hot/cold × prefetch with the detected kernel: one pass per mode, per query (cold: evicted
 /// first); returns the JSON rows after printing them.
-fn cache_modes(index: &Index, work: &Workload, kappa: usize) -> Vec<serde_json::Value> {
+fn cache_modes(index: &Segment, work: &Workload, kappa: usize) -> Vec<serde_json::Value> {
     let kind = kernels::detect();
     let dim = work.dim;
     println!("\n{kind} kernel, per query of {kappa} candidates:");
@@ -354,7 +354,7 @@ fn cache_modes(index: &Index, work: &Workload, kappa: usize) -> Vec<serde_json::
 /// The cost of explanations: per kernel (from the CPU caches) and per whole search; returns the
 /// JSON object after printing it.
 fn explain_cost(
-    index: &Index,
+    index: &Segment,
     args: &RerankArgs,
     work: &Workload,
 ) -> anyhow::Result<serde_json::Value> {

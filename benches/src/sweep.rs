@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde_json::json;
 use std::path::PathBuf;
 use tandem_engine::pipeline::{parse_off, FirstStage};
-use tandem_engine::{Fusion, FusionMethod, Index, SearchParams, Verify};
+use tandem_engine::{Fusion, FusionMethod, SearchParams, Segment, Verify};
 use tandem_eval::Qrels;
 
 /// Arguments of `tandem-bench sweep`.
@@ -86,7 +86,7 @@ fn show<T: ToString>(value: Option<T>) -> String {
 
 /// Runs the sweep and prints (and optionally writes and plots) the table.
 pub fn sweep(args: &SweepArgs) -> anyhow::Result<()> {
-    let index = Index::open_with(&args.files.index, Verify::SkipChecksums)?;
+    let index = Segment::open_with(&args.files.index, Verify::SkipChecksums)?;
     let queries = load_queries(&args.files, &index)?;
     let qrels = Qrels::from_path(&args.qrels)?;
     let fusion = args.fusion.fusion()?;

@@ -34,7 +34,7 @@ use std::time::Instant;
 use tandem_data::npy::NpyArray;
 use tandem_engine::maxsim::MaxSimScorer;
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Fusion, Index, Limits, Query, SearchParams, Verify};
+use tandem_engine::{Fusion, Limits, Query, SearchParams, Segment, Verify};
 use tandem_eval::{evaluate, Metrics, Qrels, Run};
 
 /// Arguments of `tandem-bench token-gather`.
@@ -199,7 +199,7 @@ impl<'g> TokenGraph<'g> {
 /// Scores `candidates` by MaxSim against `query` (`n × index.dim()` values) with the engine's
 /// kernel, as tandem's reranker does, and returns the best `depth` (document, score), best first
 /// (equal scores by document id).
-pub fn refine(index: &Index, query: &[f32], candidates: &[u32], depth: usize) -> Vec<(u32, f32)> {
+pub fn refine(index: &Segment, query: &[f32], candidates: &[u32], depth: usize) -> Vec<(u32, f32)> {
     let scorer = MaxSimScorer::new(query, index.dim());
     let mut scored: Vec<(u32, f32)> = candidates
         .iter()
@@ -212,7 +212,7 @@ pub fn refine(index: &Index, query: &[f32], candidates: &[u32], depth: usize) ->
 
 /// The document of every token row: document d owns the next `lens[d]` rows, documents in index
 /// order. Each count must match the index's token store.
-pub fn doc_of_rows(lens_path: &Path, index: &Index) -> anyhow::Result<Vec<u32>> {
+pub fn doc_of_rows(lens_path: &Path, index: &Segment) -> anyhow::Result<Vec<u32>> {
     let lens = NpyArray::open(lens_path)?.to_u64_vec()?;
     ensure!(
         lens.len() == index.doc_count(),
@@ -295,7 +295,7 @@ fn cache_key(
 /// cache directory is given).
 fn open_graph<'g>(
     args: &TokenGatherArgs,
-    index: &Index,
+    index: &Segment,
     reloader: &'g mut Option<HnswIo>,
 ) -> anyhow::Result<(TokenGraph<'g>, GraphOrigin)> {
     let doc_of_row = doc_of_rows(&args.lens, index)?;
@@ -426,7 +426,7 @@ impl Timed {
 }
 
 /// External ids and scores of `hits`.
-fn named(index: &Index, hits: impl IntoIterator<Item = (u32, f32)>) -> Vec<(String, f64)> {
+fn named(index: &Segment, hits: impl IntoIterator<Item = (u32, f32)>) -> Vec<(String, f64)> {
     hits.into_iter()
         .map(|(doc, score)| {
             let id = index.external_id(doc).unwrap_or_default();
@@ -448,7 +448,7 @@ fn nanos(started: Instant) -> u64 {
 /// tandem's two-stage path: exact first stage, κ candidates reranked with `fusion` (no prefetch:
 /// the index is in memory).
 fn two_stage(
-    index: &Index,
+    index: &Segment,
     queries: &[(String, Query)],
     kappa: usize,
     fusion: Fusion,
@@ -483,7 +483,7 @@ fn two_stage(
 
 /// The baseline; `gather` of `None` scores every document (exhaustive MaxSim).
 fn gather_refine(
-    index: &Index,
+    index: &Segment,
     queries: &[(String, Query)],
     gather: Option<(&TokenGraph, usize, usize)>,
     depth: usize,
@@ -594,7 +594,7 @@ pub fn token_gather(args: &TokenGatherArgs) -> anyhow::Result<()> {
             "{name} values must be positive"
         );
     }
-    let index = Index::open_with(&args.files.index, Verify::SkipChecksums)?;
+    let index = Segment::open_with(&args.files.index, Verify::SkipChecksums)?;
     let queries = load_queries(&args.files, &index)?;
     let qrels = Qrels::from_path(&args.qrels)?;
     let mut reloader = None;
@@ -787,7 +787,7 @@ mod tests {
     #[test]
     fn gathering_every_document_reproduces_exhaustive_maxsim() {
         let (_dir, corpus, index_dir) = corpus();
-        let index = Index::open(&index_dir).unwrap();
+        let index = Segment::open(&index_dir).unwrap();
         let (docs, dim) = (index.doc_count(), index.dim());
         let doc_of_row = doc_of_rows(&corpus.join("doc_lens.npy"), &index).unwrap();
         let tokens = doc_of_row.len();

@@ -4,7 +4,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use tandem_data::jsonl::parse_all;
 use tandem_data::npy::{row_offsets, NpyArray};
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Limits, Query, QueryVectors, SearchParams, Segment};
 use tandem_eval::{evaluate, Metrics, Qrels, Run};
 
 /// The index and query files a benchmark runs over.
@@ -26,7 +26,7 @@ pub struct QueryFiles {
 
 /// Loads every query with its id: sparse terms resolved through `index` (unknown tokens
 /// dropped) and token vectors, checking their dim against the index.
-pub fn load_queries(files: &QueryFiles, index: &Index) -> anyhow::Result<Vec<(String, Query)>> {
+pub fn load_queries(files: &QueryFiles, index: &Segment) -> anyhow::Result<Vec<(String, Query)>> {
     let text = std::fs::read_to_string(&files.queries)
         .with_context(|| format!("cannot read {}", files.queries.display()))?;
     let records = parse_all(&text, &files.queries.display().to_string())?;
@@ -79,7 +79,7 @@ pub struct Measured {
 /// Runs every query with `params` (`passes` times; the ranking of the first pass is scored)
 /// and measures the result against `qrels`. Limits are lifted so any κ can be measured.
 pub fn measure(
-    index: &Index,
+    index: &Segment,
     queries: &[(String, Query)],
     qrels: &Qrels,
     params: &SearchParams,

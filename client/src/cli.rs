@@ -365,6 +365,7 @@ pub fn info_summary(info: &IndexInfo) -> String {
             ),
         ),
         ("checksums", info.checksums.clone()),
+        ("segments", segments_summary(info)),
         ("attributes", attributes),
         ("first stage", first_stage),
         (
@@ -461,6 +462,19 @@ pub fn info_json(info: &IndexInfo) -> serde_json::Value {
             })
         })
         .collect();
+    let segments: Vec<serde_json::Value> = info
+        .segments
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "doc_count": s.doc_count,
+                "deleted_count": s.deleted_count,
+                "size_bytes": s.size_bytes,
+                "first_stage": s.first_stage,
+            })
+        })
+        .collect();
     serde_json::json!({
         "path": info.path,
         "doc_count": info.doc_count,
@@ -504,7 +518,27 @@ pub fn info_json(info: &IndexInfo) -> serde_json::Value {
         "maxsim_kernel": info.maxsim_kernel,
         "uptime_seconds": info.uptime_seconds,
         "index_loaded_seconds_ago": info.index_loaded_seconds_ago,
+        "segments": segments,
     })
+}
+
+/// The index's segments: their count, and for several, each one's documents and first stage.
+fn segments_summary(info: &IndexInfo) -> String {
+    match info.segments.as_slice() {
+        [] | [_] => "1".to_string(),
+        segments => {
+            let each: Vec<String> = segments
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} docs ({} deleted, {})",
+                        s.name, s.doc_count, s.deleted_count, s.first_stage
+                    )
+                })
+                .collect();
+            format!("{}: {}", segments.len(), each.join("; "))
+        }
+    }
 }
 
 /// A byte count in binary units, e.g. `221.3 MiB`.
@@ -720,7 +754,7 @@ pub fn explanation_view(query_id: &str, rank: usize, hit: &Hit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_proto::v1::EncoderInfo;
+    use tandem_proto::v1::{EncoderInfo, SegmentInfo};
 
     #[test]
     fn the_explanation_view_aligns_tokens_and_terms() {
@@ -806,6 +840,17 @@ mod tests {
             build_parameters: [("codec".to_string(), "f16".to_string())]
                 .into_iter()
                 .collect(),
+            segments: ["seg-000000", "seg-000001"]
+                .iter()
+                .zip(["approximate", "exact"])
+                .map(|(name, first_stage)| SegmentInfo {
+                    name: name.to_string(),
+                    doc_count: 5000,
+                    deleted_count: 3,
+                    size_bytes: 1 << 20,
+                    first_stage: first_stage.to_string(),
+                })
+                .collect(),
             encoders: vec![EncoderInfo {
                 role: "vectors".into(),
                 kind: "bert".into(),
@@ -829,6 +874,7 @@ mod tests {
             "attributes:    year (integer)",
             "encoder:       vectors: bert from models/minilm, up to 128 tokens, dim 128",
             "uptime:        3h 02m (index loaded 45s ago)",
+            "segments:      2: seg-000000 5000 docs (3 deleted, approximate); seg-000001 5000 docs (3 deleted, exact)",
             "  codec: f16",
         ] {
             assert!(
@@ -865,8 +911,10 @@ mod tests {
         assert_eq!(json["attributes"]["year"], "integer");
         assert_eq!(json["encoders"][0]["source"], "models/minilm");
         assert_eq!(json["build_parameters"]["codec"], "f16");
+        assert_eq!(json["segments"][1]["name"], "seg-000001");
+        assert_eq!(json["segments"][1]["first_stage"], "exact");
         // One key per proto field.
-        assert_eq!(json.as_object().unwrap().len(), 42);
+        assert_eq!(json.as_object().unwrap().len(), 43);
     }
 
     #[test]

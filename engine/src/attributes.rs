@@ -178,6 +178,32 @@ impl Attributes {
         Attributes { columns, doc_count }
     }
 
+    /// Adds `other`'s attributes (documents already numbered in this set's id space, as
+    /// [`Attributes::remap`] makes them), for merging segments; an attribute of another kind
+    /// here than there is an error naming it.
+    pub fn absorb(&mut self, other: Attributes) -> std::result::Result<(), String> {
+        self.doc_count = self.doc_count.max(other.doc_count);
+        for (name, (kind, column)) in other.columns {
+            let (existing, into) = self
+                .columns
+                .entry(name.clone())
+                .or_insert_with(|| (kind, Column::default()));
+            if *existing != kind {
+                return Err(format!(
+                    "attribute `{name}` holds {}s in one segment and {}s in another",
+                    kind.name(),
+                    existing.name()
+                ));
+            }
+            for (value, docs) in column.keywords {
+                *into.keywords.entry(value).or_default() |= docs;
+            }
+            into.integers.extend(column.integers);
+            into.integers.sort_unstable();
+        }
+        Ok(())
+    }
+
     /// The on-disk bytes (see the module documentation).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -297,16 +323,30 @@ impl Attributes {
 
     /// The documents `expr` matches.
     pub fn eval(&self, expr: &Expr) -> Result<RoaringBitmap> {
+        self.eval_among(expr, &BTreeMap::new())
+    }
+
+    /// [`Attributes::eval`] for one segment among several: an attribute this segment does not
+    /// have but `elsewhere` lists (with its kind: the attributes of the other segments) is one
+    /// none of its documents holds, as a document without the attribute in a single segment.
+    pub fn eval_among(
+        &self,
+        expr: &Expr,
+        elsewhere: &BTreeMap<String, Kind>,
+    ) -> Result<RoaringBitmap> {
         Ok(match expr {
             Expr::Compare { name, op, value } => {
-                let (kind, column) = self.column(name)?;
+                let (kind, column) = self.column(name, elsewhere)?;
                 match (kind, op) {
                     (_, CmpOp::Ne) => {
-                        let equal = self.eval(&Expr::Compare {
-                            name: name.clone(),
-                            op: CmpOp::Eq,
-                            value: value.clone(),
-                        })?;
+                        let equal = self.eval_among(
+                            &Expr::Compare {
+                                name: name.clone(),
+                                op: CmpOp::Eq,
+                                value: value.clone(),
+                            },
+                            elsewhere,
+                        )?;
                         self.all() - equal
                     }
                     (Kind::Keyword, CmpOp::Eq) => match value {
@@ -346,26 +386,29 @@ impl Attributes {
             Expr::In { name, values } => {
                 let mut union = RoaringBitmap::new();
                 for value in values {
-                    union |= self.eval(&Expr::Compare {
-                        name: name.clone(),
-                        op: CmpOp::Eq,
-                        value: value.clone(),
-                    })?;
+                    union |= self.eval_among(
+                        &Expr::Compare {
+                            name: name.clone(),
+                            op: CmpOp::Eq,
+                            value: value.clone(),
+                        },
+                        elsewhere,
+                    )?;
                 }
                 union
             }
-            Expr::Not(inner) => self.all() - self.eval(inner)?,
+            Expr::Not(inner) => self.all() - self.eval_among(inner, elsewhere)?,
             Expr::And(parts) => {
                 let mut result = self.all();
                 for part in parts {
-                    result &= self.eval(part)?;
+                    result &= self.eval_among(part, elsewhere)?;
                 }
                 result
             }
             Expr::Or(parts) => {
                 let mut result = RoaringBitmap::new();
                 for part in parts {
-                    result |= self.eval(part)?;
+                    result |= self.eval_among(part, elsewhere)?;
                 }
                 result
             }
@@ -378,10 +421,16 @@ impl Attributes {
         all
     }
 
-    fn column(&self, name: &str) -> Result<(Kind, &Column)> {
+    fn column(&self, name: &str, elsewhere: &BTreeMap<String, Kind>) -> Result<(Kind, &Column)> {
+        /// The column of an attribute no document of a segment holds.
+        static ABSENT: Column = Column {
+            keywords: BTreeMap::new(),
+            integers: Vec::new(),
+        };
         self.columns
             .get(name)
             .map(|(kind, column)| (*kind, column))
+            .or_else(|| elsewhere.get(name).map(|&kind| (kind, &ABSENT)))
             .ok_or_else(|| {
                 let known: Vec<String> = self
                     .kinds()

@@ -1,11 +1,15 @@
-//! Compaction: a new index directory without the deleted documents.
+//! Compaction: a new one-segment index directory without the deleted documents; over an
+//! index of several segments, a full merge.
 //!
-//! The surviving documents keep their order and external ids and are renumbered densely; every
-//! file is rewritten from the source's files (posting lists filtered, token vectors copied in
-//! their stored codec byte for byte, the approximate first stage rebuilt with the source's
-//! parameters, attributes remapped) through a staging directory committed like a build. The
-//! new index has no tombstones. Deletes that reach the source while it is compacted would be
-//! lost, so the commit is refused when the source's tombstones changed meanwhile.
+//! The surviving documents keep their order (segment after segment) and external ids and are
+//! renumbered densely; every file is rewritten from the segments' files (posting lists
+//! filtered and concatenated, token vectors copied in their stored codec byte for byte, the
+//! approximate first stage rebuilt with the primary segment's parameters, attributes remapped
+//! and merged, document token strings re-interned) through a staging directory committed like
+//! a build. The new index has no tombstones. Deletes that reach the source while it is
+//! compacted would be lost, so the commit is refused when any segment's tombstones changed
+//! meanwhile. Segments stored with the PQ codec merge only when they share one codebook (as
+//! the segments of one build do).
 
 use crate::approx::build::{build as build_approx, SparseMatrices};
 use crate::approx::ApproxBuildParams;
@@ -16,10 +20,12 @@ use crate::format::array::{ArrayFile, Element};
 use crate::format::files;
 use crate::format::manifest::{ApproxManifest, Manifest};
 use crate::format::staging::StagingDir;
-use crate::index::{Index, Verify};
+use crate::index::Index;
+use crate::segment::{Segment, Verify};
 use crate::tokens::Codec;
 use crate::{attributes, tombstones::Tombstones};
 use half::f16;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,20 +56,19 @@ fn gather<T: Element>(values: &[T], offsets: &[u64], kept: &[u32], unit: usize) 
     out
 }
 
-/// Offsets of the kept documents' ranges, renumbered from 0.
-fn regather_offsets(offsets: &[u64], kept: &[u32]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(kept.len() + 1);
-    out.push(0);
-    for &d in kept {
-        let len = offsets[d as usize + 1] - offsets[d as usize];
-        out.push(out[out.len() - 1] + len);
-    }
-    out
+/// One segment's part of the merge: its documents kept, and their new ids.
+struct Part<'a> {
+    segment: &'a Segment,
+    dir: PathBuf,
+    deleted: std::sync::Arc<roaring::RoaringBitmap>,
+    kept: Vec<u32>,
+    /// New id of each of its documents (`u32::MAX`: dropped).
+    renumber: Vec<u32>,
 }
 
-/// Writes the index at `src` without its deleted documents to `out` (which may be `src`
-/// itself: the compacted index then replaces it; otherwise an existing `out` is replaced only
-/// with `overwrite`).
+/// Writes the index at `src` (one segment or several) without its deleted documents to `out`
+/// as one segment (`out` may be `src` itself: the compacted index then replaces it; otherwise
+/// an existing `out` is replaced only with `overwrite`).
 pub fn compact(
     src: &Path,
     out: &Path,
@@ -72,26 +77,52 @@ pub fn compact(
 ) -> Result<CompactSummary> {
     let started = Instant::now();
     let index = Index::open_with(src, Verify::Full)?;
-    let deleted = index.tombstones().current();
+    let mut parts = Vec::new();
+    let mut next = 0u32;
+    for (name, segment) in index.segment_names().iter().zip(index.segments()) {
+        let deleted = segment.tombstones().current();
+        let doc_count = segment.doc_count();
+        let kept: Vec<u32> = (0..doc_count as u32)
+            .filter(|d| !deleted.contains(*d))
+            .collect();
+        let mut renumber = vec![u32::MAX; doc_count];
+        for &old in &kept {
+            renumber[old as usize] = next;
+            next += 1;
+        }
+        parts.push(Part {
+            segment,
+            dir: src.join(name),
+            deleted,
+            kept,
+            renumber,
+        });
+    }
+    let kept_count = next as usize;
     let doc_count = index.doc_count();
-    let kept: Vec<u32> = (0..doc_count as u32)
-        .filter(|d| !deleted.contains(*d))
-        .collect();
-    if kept.is_empty() {
+    let dropped = doc_count as u64 - kept_count as u64;
+    if kept_count == 0 {
         return Err(Error::bad_input(
             src.display().to_string(),
             "every document is deleted; an index needs at least one",
         ));
     }
-    let mut renumber = vec![u32::MAX; doc_count];
-    for (new, &old) in kept.iter().enumerate() {
-        renumber[old as usize] = new as u32;
+    let primary = index.primary().manifest();
+    let codec = Codec::from_name(&primary.vector_codec).ok_or_else(|| {
+        Error::corrupt(
+            src,
+            format!("vector codec `{}` is not supported", primary.vector_codec),
+        )
+    })?;
+    if codec == Codec::Pq {
+        same_codebook(&parts)?;
     }
     let in_place = out == src || std::fs::canonicalize(out).ok() == std::fs::canonicalize(src).ok();
     let mut staging = StagingDir::create(out, overwrite || in_place)?;
     progress.start("compact", 4);
 
-    let vocab: Vec<String> = (0..index.vocab_size() as u32)
+    let vocab_size = index.vocab_size();
+    let vocab: Vec<String> = (0..vocab_size as u32)
         .map(|t| index.term(t).unwrap_or_default().to_string())
         .collect();
     write_strings(
@@ -101,9 +132,13 @@ pub fn compact(
         files::VOCAB_OFFSETS,
         files::VOCAB_BYTES,
     )?;
-    let ids: Vec<String> = kept
+    let ids: Vec<String> = parts
         .iter()
-        .map(|&d| index.external_id(d).unwrap_or_default().to_string())
+        .flat_map(|p| {
+            p.kept
+                .iter()
+                .map(|&d| p.segment.external_id(d).unwrap_or_default().to_string())
+        })
         .collect();
     write_strings(
         &mut staging,
@@ -112,25 +147,36 @@ pub fn compact(
         files::IDS_OFFSETS,
         files::IDS_BYTES,
     )?;
-    if let Some(attrs) = index.attributes() {
-        let remapped = attrs.remap(&renumber, kept.len() as u32);
-        if !remapped.is_empty() {
-            put(&mut staging, attributes::FILE, &remapped.encode())?;
+    let mut merged_attributes = attributes::Attributes::new(kept_count as u32);
+    for part in &parts {
+        if let Some(attrs) = part.segment.attributes() {
+            merged_attributes
+                .absorb(attrs.remap(&part.renumber, kept_count as u32))
+                .map_err(|message| Error::corrupt(&part.dir, message))?;
         }
+    }
+    if !merged_attributes.is_empty() {
+        put(&mut staging, attributes::FILE, &merged_attributes.encode())?;
     }
     progress.advance(1);
 
-    // Posting lists without the deleted documents, renumbered (still ascending).
-    let mut post_offsets = vec![0u64; index.vocab_size() + 1];
+    // Posting lists without the deleted documents, renumbered and concatenated over the
+    // segments (still ascending: new ids follow segment order).
+    let mut post_offsets = vec![0u64; vocab_size + 1];
     let mut post_docs = Vec::new();
     let mut post_weights = Vec::new();
-    for term in 0..index.vocab_size() {
-        let (docs, weights) = index.postings().postings(term as u32);
-        for (&d, &w) in docs.iter().zip(weights) {
-            let new = renumber[d as usize];
-            if new != u32::MAX {
-                post_docs.push(new);
-                post_weights.push(w);
+    for term in 0..vocab_size {
+        for part in &parts {
+            if term >= part.segment.vocab_size() {
+                continue;
+            }
+            let (docs, weights) = part.segment.postings().postings(term as u32);
+            for (&d, &w) in docs.iter().zip(weights) {
+                let new = part.renumber[d as usize];
+                if new != u32::MAX {
+                    post_docs.push(new);
+                    post_weights.push(w);
+                }
             }
         }
         post_offsets[term + 1] = post_docs.len() as u64;
@@ -140,21 +186,20 @@ pub fn compact(
     put(&mut staging, files::POSTINGS_WEIGHTS, &post_weights)?;
     progress.advance(1);
 
-    let manifest = index.manifest();
-    let approx = match &manifest.approx {
+    let approx = match &primary.approx {
         Some(settings) => {
             // Document rows (term ids ascending) from the filtered posting lists.
-            let mut doc_offsets = vec![0u64; kept.len() + 1];
+            let mut doc_offsets = vec![0u64; kept_count + 1];
             for &d in &post_docs {
                 doc_offsets[d as usize + 1] += 1;
             }
-            for d in 0..kept.len() {
+            for d in 0..kept_count {
                 doc_offsets[d + 1] += doc_offsets[d];
             }
-            let mut cursor: Vec<u64> = doc_offsets[..kept.len()].to_vec();
+            let mut cursor: Vec<u64> = doc_offsets[..kept_count].to_vec();
             let mut doc_terms = vec![0u32; post_docs.len()];
             let mut doc_weights = vec![0f32; post_docs.len()];
-            for term in 0..index.vocab_size() {
+            for term in 0..vocab_size {
                 let range = post_offsets[term] as usize..post_offsets[term + 1] as usize;
                 for (&d, &w) in post_docs[range.clone()].iter().zip(&post_weights[range]) {
                     let slot = &mut cursor[d as usize];
@@ -171,7 +216,7 @@ pub fn compact(
                 post_docs: &post_docs,
                 post_weights: &post_weights,
             };
-            let arrays = build_approx(&matrices, index.vocab_size(), &settings.build)?;
+            let arrays = build_approx(&matrices, vocab_size, &settings.build)?;
             write_approx(&mut staging, &arrays)?;
             Some(ApproxManifest {
                 build: ApproxBuildParams {
@@ -186,85 +231,90 @@ pub fn compact(
     };
     progress.advance(1);
 
-    let token_offsets = open::<u64>(src, files::TOKENS_OFFSETS)?;
-    let padded = open::<u64>(src, files::TOKENS_PADDED)?;
-    let (token_offsets, padded) = (token_offsets.as_slice(), padded.as_slice());
-    let new_offsets = regather_offsets(token_offsets, &kept);
+    let mut new_offsets = vec![0u64];
+    let mut new_padded = vec![0u64];
+    let mut strings = index.has_doc_tokens().then(Interner::default);
+    let dim = index.dim();
+    let mut f16_values: Vec<f16> = Vec::new();
+    let mut i8_values: Vec<i8> = Vec::new();
+    let mut f32_scales: Vec<f32> = Vec::new();
+    let mut pq_codes: Vec<u8> = Vec::new();
+    let mut pq_scales: Vec<f16> = Vec::new();
+    for part in &parts {
+        let src = &part.dir;
+        let token_offsets = open::<u64>(src, files::TOKENS_OFFSETS)?;
+        let padded = open::<u64>(src, files::TOKENS_PADDED)?;
+        let (token_offsets, padded) = (token_offsets.as_slice(), padded.as_slice());
+        append_offsets(&mut new_offsets, token_offsets, &part.kept);
+        append_offsets(&mut new_padded, padded, &part.kept);
+        if let (Some(interner), Some(table)) = (&mut strings, part.segment.doc_token_strings()) {
+            let own: Vec<u32> = table.strings().map(|s| interner.id(s)).collect();
+            interner.ids.extend(
+                gather(table.ids(), token_offsets, &part.kept, 1)
+                    .into_iter()
+                    .map(|id| own[id as usize]),
+            );
+        }
+        match codec {
+            Codec::F16 => {
+                let packed = open::<f16>(src, files::TOKENS_PACKED)?;
+                f16_values.extend(gather(packed.as_slice(), padded, &part.kept, dim));
+            }
+            Codec::Int8 => {
+                let values = open::<i8>(src, files::TOKENS_INT8)?;
+                let scales = open::<f32>(src, files::TOKENS_SCALES)?;
+                i8_values.extend(gather(values.as_slice(), padded, &part.kept, dim));
+                f32_scales.extend(gather(scales.as_slice(), padded, &part.kept, 1));
+            }
+            Codec::Pq => {
+                let subspaces = open::<u32>(src, files::PQ_SUBSPACES)?;
+                let codes = open::<u8>(src, files::PQ_CODES)?;
+                let scales = open::<f16>(src, files::PQ_SCALES)?;
+                let m = subspaces.len().saturating_sub(1);
+                pq_codes.extend(gather(codes.as_slice(), token_offsets, &part.kept, m));
+                pq_scales.extend(gather(scales.as_slice(), token_offsets, &part.kept, 1));
+            }
+        }
+    }
     let token_count = new_offsets.last().copied().unwrap_or(0);
     put(&mut staging, files::TOKENS_OFFSETS, &new_offsets)?;
-    put(
-        &mut staging,
-        files::TOKENS_PADDED,
-        &regather_offsets(padded, &kept),
-    )?;
-    if let Some(strings) = index.doc_token_strings() {
+    put(&mut staging, files::TOKENS_PADDED, &new_padded)?;
+    if let Some(interner) = strings {
         let input = TokenStrings {
-            strings: strings.strings().map(str::to_string).collect(),
-            ids: gather(strings.ids(), token_offsets, &kept, 1),
+            strings: interner.strings,
+            ids: interner.ids,
         };
         write_token_strings(&mut staging, &input)?;
     }
-    let dim = index.dim();
-    let codec = Codec::from_name(&manifest.vector_codec).ok_or_else(|| {
-        Error::corrupt(
-            src,
-            format!("vector codec `{}` is not supported", manifest.vector_codec),
-        )
-    })?;
     match codec {
-        Codec::F16 => {
-            let packed = open::<f16>(src, files::TOKENS_PACKED)?;
-            put(
-                &mut staging,
-                files::TOKENS_PACKED,
-                &gather(packed.as_slice(), padded, &kept, dim),
-            )?;
-        }
+        Codec::F16 => put(&mut staging, files::TOKENS_PACKED, &f16_values)?,
         Codec::Int8 => {
-            let values = open::<i8>(src, files::TOKENS_INT8)?;
-            let scales = open::<f32>(src, files::TOKENS_SCALES)?;
-            put(
-                &mut staging,
-                files::TOKENS_INT8,
-                &gather(values.as_slice(), padded, &kept, dim),
-            )?;
-            put(
-                &mut staging,
-                files::TOKENS_SCALES,
-                &gather(scales.as_slice(), padded, &kept, 1),
-            )?;
+            put(&mut staging, files::TOKENS_INT8, &i8_values)?;
+            put(&mut staging, files::TOKENS_SCALES, &f32_scales)?;
         }
         Codec::Pq => {
-            let subspaces = open::<u32>(src, files::PQ_SUBSPACES)?;
-            let codebook = open::<f32>(src, files::PQ_CODEBOOK)?;
-            let codes = open::<u8>(src, files::PQ_CODES)?;
-            let scales = open::<f16>(src, files::PQ_SCALES)?;
-            let m = subspaces.len().saturating_sub(1);
+            let first = &parts[0].dir;
+            let subspaces = open::<u32>(first, files::PQ_SUBSPACES)?;
+            let codebook = open::<f32>(first, files::PQ_CODEBOOK)?;
             put(&mut staging, files::PQ_SUBSPACES, subspaces.as_slice())?;
             put(&mut staging, files::PQ_CODEBOOK, codebook.as_slice())?;
-            put(
-                &mut staging,
-                files::PQ_CODES,
-                &gather(codes.as_slice(), token_offsets, &kept, m),
-            )?;
-            put(
-                &mut staging,
-                files::PQ_SCALES,
-                &gather(scales.as_slice(), token_offsets, &kept, 1),
-            )?;
+            put(&mut staging, files::PQ_CODES, &pq_codes)?;
+            put(&mut staging, files::PQ_SCALES, &pq_scales)?;
         }
     }
     progress.advance(1);
     progress.finish();
 
-    let mut build_parameters = manifest.build_parameters.clone();
+    let mut build_parameters = primary.build_parameters.clone();
+    build_parameters.remove("segment");
     build_parameters.insert(
         "compacted_from".to_string(),
         format!(
-            "{} ({} documents, {} deleted dropped)",
+            "{} ({} documents in {} segment(s), {} deleted dropped)",
             src.display(),
             doc_count,
-            deleted.len()
+            parts.len(),
+            dropped
         ),
     );
     let new_manifest = Manifest {
@@ -272,28 +322,89 @@ pub fn compact(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        doc_count: kept.len() as u64,
+        doc_count: kept_count as u64,
+        vocab_size: vocab_size as u64,
         token_count,
         posting_count: post_docs.len() as u64,
         build_parameters,
         approx,
         files: Default::default(),
-        ..manifest.clone()
+        ..primary.clone()
     };
     // Refuse to drop deletes that arrived while compacting.
-    let now = Tombstones::open(src, doc_count as u32)?.current();
-    if now != deleted {
-        return Err(Error::bad_input(
-            src.display().to_string(),
-            "documents were deleted while compacting; run compact again",
-        ));
+    for part in &parts {
+        let now = Tombstones::open(&part.dir, part.segment.doc_count() as u32)?.current();
+        if now != part.deleted {
+            return Err(Error::bad_input(
+                src.display().to_string(),
+                "documents were deleted while compacting; run compact again",
+            ));
+        }
     }
+    drop(parts);
     drop(index);
     let dir = staging.commit(new_manifest)?;
     Ok(CompactSummary {
         dir,
-        kept: kept.len() as u64,
-        dropped: deleted.len(),
+        kept: kept_count as u64,
+        dropped,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Appends the kept documents' ranges of `offsets` to `out` (which ends at the total so far).
+fn append_offsets(out: &mut Vec<u64>, offsets: &[u64], kept: &[u32]) {
+    for &d in kept {
+        let len = offsets[d as usize + 1] - offsets[d as usize];
+        out.push(out[out.len() - 1] + len);
+    }
+}
+
+/// Document token strings re-interned over the segments' string tables.
+#[derive(Default)]
+struct Interner {
+    strings: Vec<String>,
+    by_string: HashMap<String, u32>,
+    /// Per token of the merged index, its string id.
+    ids: Vec<u32>,
+}
+
+impl Interner {
+    fn id(&mut self, string: &str) -> u32 {
+        if let Some(&id) = self.by_string.get(string) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(string.to_string());
+        self.by_string.insert(string.to_string(), id);
+        id
+    }
+}
+
+/// Refuses PQ segments whose codebooks differ (their codes would mean different vectors).
+fn same_codebook(parts: &[Part<'_>]) -> Result<()> {
+    let first = &parts[0].dir;
+    let subspaces = open::<u32>(first, files::PQ_SUBSPACES)?;
+    let codebook = open::<f32>(first, files::PQ_CODEBOOK)?;
+    for part in &parts[1..] {
+        let other_subspaces = open::<u32>(&part.dir, files::PQ_SUBSPACES)?;
+        let other_codebook = open::<f32>(&part.dir, files::PQ_CODEBOOK)?;
+        let same = other_subspaces.as_slice() == subspaces.as_slice()
+            && other_codebook
+                .as_slice()
+                .iter()
+                .zip(codebook.as_slice())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+            && other_codebook.len() == codebook.len();
+        if !same {
+            return Err(Error::bad_input(
+                part.dir.display().to_string(),
+                format!(
+                    "its PQ codebook differs from {}'s: segments merge only when they share one",
+                    first.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -4,8 +4,8 @@
 //! track the argmax while scoring (see [`crate::kernels::maxsim_matches`]), so nothing is scored
 //! twice.
 
-use crate::index::Index;
 use crate::kernels::TokenMax;
+use crate::segment::Segment;
 
 /// One query token's contribution to a MaxSim score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,7 +22,7 @@ pub struct TokenMatch {
 /// One query term's contribution to a sparse score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TermContribution {
-    /// Term id (see [`Index::term`] for its string).
+    /// Term id (see [`Segment::term`] for its string).
     pub term: u32,
     /// Its weight in the query.
     pub query_weight: f32,
@@ -50,7 +50,7 @@ impl Explanation {
     /// kernel's best document token per query token (empty for a document that was not
     /// reranked, or has no tokens), and `terms` is the query's `(term, weight)` pairs.
     pub(crate) fn for_hits<'a>(
-        index: &Index,
+        index: &Segment,
         docs: &[u32],
         matches: impl IntoIterator<Item = &'a [TokenMax]>,
         terms: &[(u32, f32)],
@@ -82,7 +82,7 @@ impl Explanation {
 /// it, each query term's posting list (sorted by document) is searched for the documents,
 /// in document order so that each search starts where the last one ended.
 fn term_contributions(
-    index: &Index,
+    index: &Segment,
     docs: &[u32],
     terms: &[(u32, f32)],
 ) -> Vec<Vec<TermContribution>> {

@@ -7,9 +7,11 @@
 //! the query. [`Admit`] itself lives in the leaf module [`crate::admit`], so the first stages
 //! below the index can take one without depending on this compilation step.
 
+use crate::attributes::{Attributes, Kind};
 use crate::error::{Error, Result};
-use crate::index::Index;
+use crate::segment::Segment;
 use roaring::RoaringBitmap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use crate::admit::Admit;
@@ -40,10 +42,22 @@ impl Filter {
     }
 }
 
-impl Index {
+impl Segment {
     /// Compiles `filter` with the documents deleted now into the set a query may return.
     /// Errors (an attribute the index does not have, a value of the wrong kind) name `filter`.
     pub fn admit(&self, filter: &Filter) -> Result<Admit> {
+        self.admit_among(filter, 0, None)
+    }
+
+    /// [`Segment::admit`] for a segment among several: its first document has the index-wide
+    /// id `base` (the ids of [`Filter::include_docs`] are index-wide), and `elsewhere` lists the
+    /// attributes of every segment with their kinds (this segment's documents lack the others).
+    pub fn admit_among(
+        &self,
+        filter: &Filter,
+        base: u32,
+        elsewhere: Option<&BTreeMap<String, Kind>>,
+    ) -> Result<Admit> {
         let deleted = self.tombstones().current();
         if filter.is_empty() {
             return Ok(if deleted.is_empty() {
@@ -52,25 +66,39 @@ impl Index {
                 Admit::Except(deleted)
             });
         }
+        let doc_count = self.doc_count() as u32;
         let mut allowed = match &filter.include {
             Some(ids) => ids.iter().filter_map(|id| self.doc_by_id(id)).collect(),
             None => {
                 let mut all = RoaringBitmap::new();
-                all.insert_range(0..self.doc_count() as u32);
+                all.insert_range(0..doc_count);
                 all
             }
         };
         if let Some(docs) = &filter.include_docs {
-            allowed &= docs.as_ref();
+            if base == 0 {
+                allowed &= docs.as_ref();
+            } else {
+                let end = base.saturating_add(doc_count);
+                allowed &= docs
+                    .range(base..end)
+                    .map(|d| d - base)
+                    .collect::<RoaringBitmap>();
+            }
         }
         if let Some(expr) = &filter.expr {
-            let attributes = self.attributes().ok_or_else(|| {
-                Error::invalid(
+            let matching = match (self.attributes(), elsewhere) {
+                (Some(attributes), None) => attributes.eval(expr)?,
+                (Some(attributes), Some(elsewhere)) => attributes.eval_among(expr, elsewhere)?,
+                (None, Some(elsewhere)) => {
+                    Attributes::new(doc_count).eval_among(expr, elsewhere)?
+                }
+                (None, None) => return Err(Error::invalid(
                     "filter",
                     "this index has no attributes (build it from documents with an `attrs` field)",
-                )
-            })?;
-            allowed &= attributes.eval(expr)?;
+                )),
+            };
+            allowed &= matching;
         }
         for id in &filter.exclude {
             if let Some(doc) = self.doc_by_id(id) {

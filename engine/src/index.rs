@@ -1,259 +1,245 @@
-//! A loaded index: the manifest, vocabulary, external ids, inverted index and token store.
+//! An index: one segment, or a list of segments searched as one.
+//!
+//! A directory holding `manifest.json` is a single [`Segment`] (what batch builds wrote before
+//! segments existed, and still write without `--segment-docs`). A directory holding
+//! `segments.json` ([`crate::format::segments`]) is a list of segment subdirectories. Either
+//! way queries see one index: document ids run through the segments in order (segment `i`'s
+//! local id `d` is index-wide `bases[i] + d`), the vocabulary is the longest segment's (every
+//! segment's vocabulary is a prefix of it, so a term id means the same term everywhere), and
+//! the pipeline ([`Segments::search`]) takes the global top-κ by sparse score over all
+//! segments before reranking, so a split index ranks exactly as one segment would.
 
-use crate::approx::ApproxIndex;
-use crate::attributes::{self, Attributes};
-use crate::doc_tokens::DocTokenStrings;
+use crate::attributes::Kind;
 use crate::error::{Error, Result};
-use crate::format::array::ArrayFile;
-use crate::format::manifest::{verify_files, Manifest};
-use crate::format::{files, strings::StringTable};
+use crate::format::files;
+use crate::format::segments::{self, SegmentList};
 use crate::params::FirstStage;
-use crate::sparse::InvertedIndex;
-use crate::tokens::{Codec, TokenStore};
-use crate::tombstones::Tombstones;
-use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use crate::pipeline::{Limits, Query, SearchOutput, SearchParams, Segments};
+use crate::segment::{DeleteOutcome, Segment, Verify};
+use crate::topk::Scored;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-/// How much [`Index::open`] checks before serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verify {
-    /// Recompute every file's checksum (reads every byte) and check every invariant. The default.
-    Full,
-    /// Check headers, sizes and invariants but not checksums: the open reads the small files
-    /// and the invariants' arrays, not the token vectors. [`Index::verify_checksums`] can run
-    /// the checksum pass later (the server does, in the background).
-    SkipChecksums,
-}
-
-/// An open, validated index. Its files are immutable; only its set of deleted documents grows
-/// ([`Index::delete`]). Share it behind an `Arc` across threads.
+/// An open, validated index: its segments, in order. Share it behind an `Arc`.
 pub struct Index {
     dir: PathBuf,
-    manifest: Manifest,
-    vocab: StringTable,
-    term_ids: HashMap<String, u32>,
-    doc_ids: StringTable,
-    postings: InvertedIndex,
-    approx: Option<ApproxIndex>,
-    tokens: TokenStore,
-    /// Internal ids ordered by external id, to resolve external ids by binary search.
-    by_external_id: Vec<u32>,
-    attributes: Option<Attributes>,
-    doc_token_strings: Option<DocTokenStrings>,
-    tombstones: Tombstones,
-}
-
-/// What a delete did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeleteOutcome {
-    /// Documents newly deleted.
-    pub deleted: u64,
-    /// Documents given that were deleted before.
-    pub already_deleted: u64,
-    /// Ids the index does not have (each once, in the order given).
-    pub unknown: Vec<String>,
+    /// Each segment's directory name; empty for a single-segment directory.
+    names: Vec<String>,
+    segments: Vec<Segment>,
+    /// The index-wide id of each segment's first document.
+    bases: Vec<u32>,
+    doc_count: usize,
+    /// The segment with the longest vocabulary (the index's vocabulary).
+    vocab_from: usize,
+    /// The segment with the most documents, whose build settings speak for the index.
+    primary: usize,
+    /// Every attribute some segment has; `None` for a single segment.
+    attribute_kinds: Option<BTreeMap<String, Kind>>,
 }
 
 impl Index {
-    /// Recomputes the checksum of every file of the index, one file after the other (to leave
-    /// the other cores to queries when run in the background), and compares them with the
-    /// manifest; the first mismatch is an error naming the file. Reads every byte, so it can
-    /// take minutes on a large index: it stops with [`Error::Cancelled`] soon after `stop` is
-    /// set (within 16 MiB of reading).
-    pub fn verify_checksums(&self, stop: &AtomicBool) -> Result<()> {
-        verify_files(&self.dir, &self.manifest.files, false, stop)
-    }
-
-    /// Opens the index at `dir`, verifying checksums and invariants; a corrupt or incomplete
-    /// index is refused with an error naming the file and the failed check.
+    /// Opens the index at `dir`, verifying every checksum and invariant.
     pub fn open(dir: &Path) -> Result<Index> {
         Index::open_with(dir, Verify::Full)
     }
 
-    /// Opens the index at `dir` with the given level of verification.
+    /// Opens the index at `dir` with the given level of verification: a single segment, or
+    /// the segments `segments.json` lists (which must agree on dim and codec, have
+    /// vocabularies that are prefixes of one another, and the document counts the list says).
     pub fn open_with(dir: &Path, verify: Verify) -> Result<Index> {
-        check_directory(dir)?;
-        let manifest_path = dir.join(files::MANIFEST);
-        if !manifest_path.exists() {
+        let list_path = dir.join(segments::FILE);
+        let single = dir.join(files::MANIFEST).exists();
+        if single && list_path.exists() {
             return Err(Error::corrupt(
                 dir,
-                "no manifest.json: not an index directory, or a build that did not finish",
+                "holds both manifest.json and segments.json: a directory is one segment or a list of segments",
             ));
         }
-        let manifest = Manifest::read(&manifest_path)?;
-        if verify == Verify::Full {
-            verify_files(dir, &manifest.files, true, &AtomicBool::new(false))?;
-        } else {
-            for (name, entry) in &manifest.files {
-                let path = dir.join(name);
-                let len = std::fs::metadata(&path)
-                    .map_err(|e| Error::io(&path, e))?
-                    .len();
-                if len != entry.bytes {
+        if !list_path.exists() {
+            let segment = Segment::open_with(dir, verify)?;
+            return Index::assemble(dir, vec![String::new()], vec![segment]);
+        }
+        let list = SegmentList::read(&list_path)?;
+        let mut names = Vec::with_capacity(list.segments.len());
+        let mut opened = Vec::with_capacity(list.segments.len());
+        for entry in &list.segments {
+            let segment = Segment::open_with(&dir.join(&entry.name), verify)?;
+            if segment.doc_count() as u64 != entry.doc_count {
+                return Err(Error::corrupt(
+                    &list_path,
+                    format!(
+                        "segment {} has {} documents, the list says {}",
+                        entry.name,
+                        segment.doc_count(),
+                        entry.doc_count
+                    ),
+                ));
+            }
+            names.push(entry.name.clone());
+            opened.push(segment);
+        }
+        Index::assemble(dir, names, opened)
+    }
+
+    fn assemble(dir: &Path, names: Vec<String>, segments: Vec<Segment>) -> Result<Index> {
+        let list_path = dir.join(segments::FILE);
+        let first = &segments[0];
+        let mut bases = Vec::with_capacity(segments.len());
+        let mut doc_count: u64 = 0;
+        for (name, segment) in names.iter().zip(&segments) {
+            if segment.dim() != first.dim()
+                || segment.manifest().vector_codec != first.manifest().vector_codec
+            {
+                return Err(Error::corrupt(
+                    &list_path,
+                    format!(
+                        "segment {name} stores {} vectors of dim {}, segment {} {} of dim {}",
+                        segment.manifest().vector_codec,
+                        segment.dim(),
+                        names[0],
+                        first.manifest().vector_codec,
+                        first.dim()
+                    ),
+                ));
+            }
+            bases.push(u32::try_from(doc_count).map_err(|_| {
+                Error::corrupt(&list_path, "the segments hold more than 2^32 documents")
+            })?);
+            doc_count += segment.doc_count() as u64;
+        }
+        if doc_count > u32::MAX as u64 {
+            return Err(Error::corrupt(
+                &list_path,
+                "the segments hold more than 2^32 documents",
+            ));
+        }
+        let vocab_from = (0..segments.len())
+            .max_by_key(|&i| (segments[i].vocab_size(), std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        let longest = &segments[vocab_from];
+        for (name, segment) in names.iter().zip(&segments) {
+            if let Some(term) =
+                (0..segment.vocab_size() as u32).find(|&t| segment.term(t) != longest.term(t))
+            {
+                return Err(Error::corrupt(
+                    &list_path,
+                    format!(
+                        "segment {name}'s term {term} is {:?} but segment {}'s is {:?}: their vocabularies must agree",
+                        segment.term(term).unwrap_or_default(),
+                        names[vocab_from],
+                        longest.term(term).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        let primary = (0..segments.len())
+            .max_by_key(|&i| (segments[i].doc_count(), std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        let attribute_kinds = (segments.len() > 1).then(|| {
+            segments
+                .iter()
+                .filter_map(Segment::attributes)
+                .flat_map(|a| a.kinds().map(|(name, kind)| (name.to_string(), kind)))
+                .collect()
+        });
+        let index = Index {
+            dir: dir.to_path_buf(),
+            names,
+            segments,
+            bases,
+            doc_count: doc_count as usize,
+            vocab_from,
+            primary,
+            attribute_kinds,
+        };
+        index.check_ids_unique()?;
+        Ok(index)
+    }
+
+    /// Refuses an external id held by documents of two segments that are both live: queries
+    /// would return it twice.
+    fn check_ids_unique(&self) -> Result<()> {
+        if self.segments.len() < 2 {
+            return Ok(());
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (name, segment) in self.names.iter().zip(&self.segments) {
+            let deleted = segment.tombstones().current();
+            for doc in 0..segment.doc_count() as u32 {
+                if deleted.contains(doc) {
+                    continue;
+                }
+                let id = segment.external_id(doc).unwrap_or_default();
+                if !seen.insert(id) {
                     return Err(Error::corrupt(
-                        &path,
-                        format!("{len} bytes, the manifest says {}", entry.bytes),
+                        self.dir.join(name),
+                        format!("document {id:?} is live in two segments"),
                     ));
                 }
             }
         }
-        let count = |value: u64, what: &str| {
-            usize::try_from(value)
-                .map_err(|_| Error::corrupt(&manifest_path, format!("{what} {value} is too large")))
-        };
-        let doc_count = count(manifest.doc_count, "doc_count")?;
-        let vocab_size = count(manifest.vocab_size, "vocab_size")?;
-        let token_count = count(manifest.token_count, "token_count")?;
-        let dim = manifest.dim as usize;
-        if dim == 0 || vocab_size > u32::MAX as usize || doc_count > u32::MAX as usize {
-            return Err(Error::corrupt(
-                &manifest_path,
-                "dim must be > 0 and vocab_size, doc_count must fit in 32 bits",
-            ));
-        }
-        let codec = Codec::from_name(&manifest.vector_codec).ok_or_else(|| {
-            Error::corrupt(
-                &manifest_path,
-                format!("vector codec `{}` is not supported", manifest.vector_codec),
-            )
-        })?;
-        for name in [
-            files::VOCAB_OFFSETS,
-            files::VOCAB_BYTES,
-            files::IDS_OFFSETS,
-            files::IDS_BYTES,
-            files::POSTINGS_OFFSETS,
-            files::POSTINGS_DOCS,
-            files::POSTINGS_WEIGHTS,
-            files::TOKENS_OFFSETS,
-            files::TOKENS_PADDED,
-        ] {
-            manifest.file(dir, name)?;
-        }
-        let vocab = StringTable::open(
-            &dir.join(files::VOCAB_OFFSETS),
-            &dir.join(files::VOCAB_BYTES),
-            "vocab",
-            vocab_size,
-        )?;
-        let mut term_ids = HashMap::with_capacity(vocab_size);
-        for (id, term) in vocab.iter().enumerate() {
-            if term_ids.insert(term.to_string(), id as u32).is_some() {
-                return Err(Error::corrupt(
-                    dir.join(files::VOCAB_BYTES),
-                    format!("term {term:?} appears twice"),
-                ));
-            }
-        }
-        let doc_ids = StringTable::open(
-            &dir.join(files::IDS_OFFSETS),
-            &dir.join(files::IDS_BYTES),
-            "ids",
-            doc_count,
-        )?;
-        let postings = InvertedIndex::open(dir, vocab_size, doc_count)?;
-        if postings.posting_count() as u64 != manifest.posting_count {
-            return Err(Error::corrupt(
-                dir.join(files::POSTINGS_DOCS),
-                format!(
-                    "{} postings, the manifest says {}",
-                    postings.posting_count(),
-                    manifest.posting_count
-                ),
-            ));
-        }
-        let approx = match &manifest.approx {
-            Some(a) => {
-                let clusters = a.build.cluster_size > 0;
-                for name in crate::approx::files::ALL {
-                    manifest.file(dir, name)?;
-                }
-                if clusters {
-                    for name in crate::approx::files::CLUSTERS {
-                        manifest.file(dir, name)?;
-                    }
-                }
-                Some(ApproxIndex::open(dir, vocab_size, doc_count, &a.build)?)
-            }
-            None => None,
-        };
-        let codec_files: &[&str] = match codec {
-            Codec::F16 => &[files::TOKENS_PACKED],
-            Codec::Int8 => &[files::TOKENS_INT8, files::TOKENS_SCALES],
-            Codec::Pq => &[
-                files::PQ_CODES,
-                files::PQ_SCALES,
-                files::PQ_SUBSPACES,
-                files::PQ_CODEBOOK,
-            ],
-        };
-        for name in codec_files {
-            manifest.file(dir, name)?;
-        }
-        let tokens = TokenStore::open(dir, codec, doc_count, token_count, dim)?;
-        let mut by_external_id: Vec<u32> = (0..doc_count as u32).collect();
-        by_external_id
-            .par_sort_unstable_by(|&a, &b| doc_ids.get(a as usize).cmp(&doc_ids.get(b as usize)));
-        if let Some(w) = by_external_id
-            .windows(2)
-            .find(|w| doc_ids.get(w[0] as usize) == doc_ids.get(w[1] as usize))
-        {
-            return Err(Error::corrupt(
-                dir.join(files::IDS_BYTES),
-                format!(
-                    "document id {:?} appears twice",
-                    doc_ids.get(w[0] as usize).unwrap_or_default()
-                ),
-            ));
-        }
-        // Attributes are optional (indexes built without them, or before them, have none); when
-        // present the manifest lists the file, so its size and checksum were verified above.
-        let attributes = match manifest.files.get(attributes::FILE) {
-            Some(_) => {
-                let path = dir.join(attributes::FILE);
-                let bytes = ArrayFile::<u8>::open(&path, attributes::FILE)?;
-                Some(Attributes::decode(
-                    &path,
-                    bytes.as_slice(),
-                    doc_count as u32,
-                )?)
-            }
-            None => None,
-        };
-        let doc_token_strings = DocTokenStrings::open(dir, &manifest, token_count)?;
-        let tombstones = Tombstones::open(dir, doc_count as u32)?;
-        Ok(Index {
-            dir: dir.to_path_buf(),
-            manifest,
-            vocab,
-            term_ids,
-            doc_ids,
-            postings,
-            approx,
-            tokens,
-            by_external_id,
-            attributes,
-            doc_token_strings,
-            tombstones,
-        })
+        Ok(())
     }
 
-    /// The index's document token strings, when it was built with them.
-    pub fn doc_token_strings(&self) -> Option<&DocTokenStrings> {
-        self.doc_token_strings.as_ref()
+    /// The segments searched as one (see [`Segments`]).
+    pub fn view(&self) -> Segments<'_> {
+        Segments {
+            segments: &self.segments,
+            bases: &self.bases,
+            vocab_size: self.vocab_size(),
+            dim: self.dim(),
+            attribute_kinds: self.attribute_kinds.as_ref(),
+        }
     }
 
-    /// The string of token `position` of document `doc`, when the index stores them and both
-    /// are in range.
-    pub fn doc_token_text(&self, doc: u32, position: u32) -> Option<&str> {
-        let range = self.tokens.token_range(doc)?;
-        let row = range.start.checked_add(position as usize)?;
-        if row >= range.end {
-            return None;
-        }
-        self.doc_token_strings.as_ref()?.get(row)
+    /// Validates `query` and `params`, then runs the pipeline over every segment.
+    pub fn search(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        limits: &Limits,
+    ) -> Result<SearchOutput> {
+        self.view()
+            .search(query, params, limits, &AtomicBool::new(false))
+    }
+
+    /// [`Index::search`] that gives up with [`Error::Cancelled`] once `cancelled` is raised.
+    pub fn search_cancellable(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        limits: &Limits,
+        cancelled: &AtomicBool,
+    ) -> Result<SearchOutput> {
+        self.view().search(query, params, limits, cancelled)
+    }
+
+    /// The first stage alone over every segment (see [`Segments::first_stage`]).
+    pub fn first_stage(
+        &self,
+        query: &Query,
+        kappa: usize,
+        stage: &FirstStage,
+    ) -> Result<Vec<Scored>> {
+        self.view().first_stage(query, kappa, stage)
+    }
+
+    /// The segments, in order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Each segment's directory name (relative to [`Index::dir`]); one empty name for a
+    /// single-segment directory.
+    pub fn segment_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The segment whose build settings (first-stage defaults, calibration, build parameters)
+    /// speak for the index: the one with the most documents.
+    pub fn primary(&self) -> &Segment {
+        &self.segments[self.primary]
     }
 
     /// The directory the index was loaded from.
@@ -261,181 +247,221 @@ impl Index {
         &self.dir
     }
 
-    /// The manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
-    /// Number of documents.
+    /// Documents over all segments, deleted ones included.
     pub fn doc_count(&self) -> usize {
-        self.doc_ids.len()
+        self.doc_count
     }
 
-    /// Number of vocabulary terms.
+    /// Deleted documents over all segments.
+    pub fn deleted_count(&self) -> u64 {
+        self.segments.iter().map(|s| s.tombstones().len()).sum()
+    }
+
+    /// Documents not deleted.
+    pub fn live_count(&self) -> u64 {
+        self.doc_count as u64 - self.deleted_count()
+    }
+
+    /// Terms of the index's vocabulary.
     pub fn vocab_size(&self) -> usize {
-        self.vocab.len()
+        self.segments[self.vocab_from].vocab_size()
     }
 
     /// Dimensions per token vector.
     pub fn dim(&self) -> usize {
-        self.tokens.dim()
+        self.segments[0].dim()
+    }
+
+    /// How token vectors are stored (`f16`, `int8` or `pq`).
+    pub fn vector_codec(&self) -> &str {
+        &self.segments[0].manifest().vector_codec
+    }
+
+    /// Token vectors over all segments.
+    pub fn token_count(&self) -> u64 {
+        self.segments.iter().map(|s| s.manifest().token_count).sum()
+    }
+
+    /// Postings over all segments.
+    pub fn posting_count(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.manifest().posting_count)
+            .sum()
+    }
+
+    /// Bytes of all files of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    /// Bytes of stored token vectors over all segments.
+    pub fn vector_bytes(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| s.tokens().vector_bytes())
+            .sum()
+    }
+
+    /// Bytes of token vectors in the page cache now, over all segments.
+    pub fn token_resident_bytes(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| s.tokens().resident_bytes())
+            .sum()
+    }
+
+    /// Re-checks whether each segment's token vectors are in memory (see
+    /// [`TokenStore::check_residency`](crate::tokens::TokenStore::check_residency)); true when
+    /// all are.
+    pub fn check_residency(&self) -> bool {
+        // Every segment re-checks (no short cut): the check updates each store's own flag.
+        let mut all = true;
+        for segment in &self.segments {
+            all &= segment.tokens().check_residency();
+        }
+        all
+    }
+
+    /// Whether every segment stores its documents' token strings (for explanations).
+    pub fn has_doc_tokens(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| s.doc_token_strings().is_some())
+    }
+
+    /// Every attribute some segment has, with its kind.
+    pub fn attribute_kinds(&self) -> BTreeMap<String, Kind> {
+        match &self.attribute_kinds {
+            Some(kinds) => kinds.clone(),
+            None => self
+                .segments
+                .iter()
+                .filter_map(Segment::attributes)
+                .flat_map(|a| a.kinds().map(|(name, kind)| (name.to_string(), kind)))
+                .collect(),
+        }
     }
 
     /// The vocabulary term with id `term`.
     pub fn term(&self, term: u32) -> Option<&str> {
-        self.vocab.get(term as usize)
+        self.segments[self.vocab_from].term(term)
     }
 
-    /// The id of a vocabulary term.
-    pub fn term_id(&self, term: &str) -> Option<u32> {
-        self.term_ids.get(term).copied()
-    }
-
-    /// Resolves `(token, weight)` pairs through the vocabulary: the known ones as
-    /// `(term id, weight)` sorted by term id (a fixed order keeps sums reproducible), and the
-    /// number of unknown tokens (dropped).
+    /// Resolves `(token, weight)` pairs through the vocabulary (see
+    /// [`Segment::resolve_terms`]).
     pub fn resolve_terms<'t>(
         &self,
         terms: impl IntoIterator<Item = (&'t str, f32)>,
     ) -> (Vec<(u32, f32)>, usize) {
-        let mut unknown = 0;
-        let mut resolved: Vec<(u32, f32)> = terms
-            .into_iter()
-            .filter_map(|(token, weight)| {
-                let id = self.term_id(token);
-                unknown += usize::from(id.is_none());
-                id.map(|id| (id, weight))
-            })
-            .collect();
-        resolved.sort_unstable_by_key(|t| t.0);
-        (resolved, unknown)
+        self.segments[self.vocab_from].resolve_terms(terms)
     }
 
-    /// The external id of internal document `doc`.
+    /// The segment holding index-wide document `doc`, and its id there.
+    pub fn locate(&self, doc: u32) -> Option<(&Segment, u32)> {
+        self.view().locate(doc)
+    }
+
+    /// The external id of index-wide document `doc`.
     pub fn external_id(&self, doc: u32) -> Option<&str> {
-        self.doc_ids.get(doc as usize)
+        let (segment, local) = self.locate(doc)?;
+        segment.external_id(local)
     }
 
-    /// The internal id of the document with external id `id`.
+    /// The string of token `position` of index-wide document `doc`, when its segment stores
+    /// them.
+    pub fn doc_token_text(&self, doc: u32, position: u32) -> Option<&str> {
+        let (segment, local) = self.locate(doc)?;
+        segment.doc_token_text(local, position)
+    }
+
+    /// The index-wide id of the live document with external id `id` (or of a deleted copy when
+    /// none is live).
     pub fn doc_by_id(&self, id: &str) -> Option<u32> {
-        self.by_external_id
-            .binary_search_by(|&doc| self.doc_ids.get(doc as usize).unwrap_or_default().cmp(id))
-            .ok()
-            .map(|at| self.by_external_id[at])
+        let mut deleted = None;
+        for (segment, &base) in self.segments.iter().zip(&self.bases).rev() {
+            if let Some(local) = segment.doc_by_id(id) {
+                if !segment.tombstones().current().contains(local) {
+                    return Some(base + local);
+                }
+                deleted.get_or_insert(base + local);
+            }
+        }
+        deleted
     }
 
-    /// The document attributes, when the index has any.
-    pub fn attributes(&self) -> Option<&Attributes> {
-        self.attributes.as_ref()
-    }
-
-    /// The deleted documents.
-    pub fn tombstones(&self) -> &Tombstones {
-        &self.tombstones
-    }
-
-    /// Number of documents not deleted.
-    pub fn live_count(&self) -> u64 {
-        (self.doc_count() as u64).saturating_sub(self.tombstones.len())
-    }
-
-    /// Deletes the documents with external ids `ids`: the tombstone file is rewritten (new file,
-    /// fsync, rename) before this returns, and queries that start afterwards never return them.
-    /// Ids the index does not have are reported, not an error. Concurrent deletes are serialised.
+    /// Deletes the documents with external ids `ids` in every segment that holds them (see
+    /// [`Segment::delete`]); an id is unknown when no segment has it.
     pub fn delete<S: AsRef<str>>(&self, ids: &[S]) -> Result<DeleteOutcome> {
-        let mut docs = Vec::with_capacity(ids.len());
-        let mut unknown: Vec<String> = Vec::new();
-        // Each unknown id once, in the order of its first appearance, in time linear in `ids`.
-        let mut seen_unknown: HashSet<&str> = HashSet::new();
+        if let [segment] = self.segments.as_slice() {
+            return segment.delete(ids);
+        }
+        let mut total = DeleteOutcome::default();
+        let mut known: HashSet<&str> = HashSet::new();
+        for segment in &self.segments {
+            let held: Vec<&str> = ids
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|id| segment.doc_by_id(id).is_some())
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let outcome = segment.delete(&held)?;
+            total.deleted += outcome.deleted;
+            known.extend(held);
+        }
+        let mut reported: HashSet<&str> = HashSet::new();
+        let mut given = 0u64;
         for id in ids {
             let id = id.as_ref();
-            match self.doc_by_id(id) {
-                Some(doc) => docs.push(doc),
-                None if seen_unknown.insert(id) => unknown.push(id.to_string()),
-                None => {}
+            if !reported.insert(id) {
+                continue;
+            }
+            if known.contains(id) {
+                given += 1;
+            } else {
+                total.unknown.push(id.to_string());
             }
         }
-        docs.sort_unstable();
-        docs.dedup();
-        let given = docs.len() as u64;
-        let deleted = self.tombstones.delete(docs)?;
-        Ok(DeleteOutcome {
-            deleted,
-            already_deleted: given - deleted,
-            unknown,
-        })
+        total.already_deleted = given.saturating_sub(total.deleted);
+        Ok(total)
     }
 
-    /// The inverted index.
-    pub fn postings(&self) -> &InvertedIndex {
-        &self.postings
-    }
-
-    /// The approximate first stage, when the index has one.
-    pub fn approx(&self) -> Option<&ApproxIndex> {
-        self.approx.as_ref()
-    }
-
-    /// The first stage a query uses when it does not choose: the approximate one with the
-    /// index's defaults when built, unless its calibration found no setting accurate enough;
-    /// else exact.
+    /// The first stage a query uses when it does not choose: the primary segment's (see
+    /// [`Segment::default_first_stage`]); segments without an approximate first stage are
+    /// searched exactly.
     pub fn default_first_stage(&self) -> FirstStage {
-        match &self.manifest.approx {
-            Some(a) if !a.calibration.as_ref().is_some_and(|c| c.exact_by_default) => {
-                FirstStage::Approx(a.query_defaults)
-            }
-            _ => FirstStage::Exact,
-        }
+        self.primary().default_first_stage()
     }
 
-    /// The token-vector store.
-    pub fn tokens(&self) -> &TokenStore {
-        &self.tokens
-    }
-
-    /// Bytes of all files of the index (as listed in the manifest).
-    pub fn size_bytes(&self) -> u64 {
-        self.manifest.files.values().map(|f| f.bytes).sum()
-    }
-
-    /// For each file of the index (by name, as in the manifest), how many of its bytes are in
-    /// the page cache now (`mincore` over a fresh read-only mapping, which reads nothing); 0 for
-    /// a file that cannot be opened. For telling, with an index larger than memory, which files
-    /// stay resident and which are read from the disk.
-    pub fn resident_bytes_by_file(&self) -> Vec<(&str, usize)> {
-        self.manifest
-            .files
+    /// Recomputes every file's checksum, segment after segment (see
+    /// [`Segment::verify_checksums`]).
+    pub fn verify_checksums(&self, stop: &AtomicBool) -> Result<()> {
+        self.segments
             .iter()
-            .map(|(name, entry)| {
-                let path = self.dir.join(name);
-                let resident = (entry.bytes > 0)
-                    .then(|| std::fs::File::open(&path).ok())
-                    .flatten()
-                    .and_then(|file| crate::mmap::map_file(&file, &path).ok())
-                    .map_or(0, |map| crate::mmap::resident_bytes(&map));
-                (name.as_str(), resident)
+            .try_for_each(|s| s.verify_checksums(stop))
+    }
+
+    /// For each file of each segment (named `SEGMENT/FILE` in a list of segments), how many of
+    /// its bytes are in the page cache now (see [`Segment::resident_bytes_by_file`]).
+    pub fn resident_bytes_by_file(&self) -> Vec<(String, usize)> {
+        self.names
+            .iter()
+            .zip(&self.segments)
+            .flat_map(|(name, segment)| {
+                segment
+                    .resident_bytes_by_file()
+                    .into_iter()
+                    .map(move |(file, bytes)| {
+                        let label = if name.is_empty() {
+                            file.to_string()
+                        } else {
+                            format!("{name}/{file}")
+                        };
+                        (label, bytes)
+                    })
             })
             .collect()
-    }
-}
-
-/// Refuses a `dir` that does not exist or is not a directory with an [`Error::Io`] saying so
-/// (a wrong path, not a corrupt index); a directory without a manifest is left to the caller.
-fn check_directory(dir: &Path) -> Result<()> {
-    use std::io::{Error as IoError, ErrorKind};
-    match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::io(
-            dir,
-            IoError::new(
-                ErrorKind::NotADirectory,
-                "is not a directory (an index is a directory)",
-            ),
-        )),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::io(
-            dir,
-            IoError::new(ErrorKind::NotFound, "the index directory does not exist"),
-        )),
-        Err(e) => Err(Error::io(dir, e)),
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! - [`build`] turns documents (JSONL), token vectors and lengths (`.npy`) into an index
 //!   directory in the [`format`] of this crate.
-//! - [`Index`] opens and validates an index; [`Index::search`] runs the two-stage
-//!   [`pipeline`].
+//! - [`Index`] opens and validates an index (one [`Segment`] or a list of them);
+//!   [`Index::search`] runs the two-stage [`pipeline`].
 //! - No async runtime or RPC code lives here; the server and the CLIs are thin layers over it.
 //! - Modules are layered without cycles (ARCHITECTURE.md, "Engine modules"; checked by
 //!   `tests/layering.rs`): shared vocabulary such as [`Admit`], [`params`] and [`expr`] sits in
@@ -29,6 +29,7 @@ pub mod fusion;
 pub mod index;
 pub mod kernels;
 pub mod maxsim;
+pub mod segment;
 // Memory maps, `madvise`, `mincore` and cache-line prefetches: the engine's only `unsafe` outside
 // the SIMD kernels, each block with its `// SAFETY:` argument.
 #[allow(unsafe_code)]
@@ -46,5 +47,8 @@ pub use admit::Admit;
 pub use error::{Error, Result};
 pub use filter::Filter;
 pub use fusion::{Fusion, FusionMethod};
-pub use index::{DeleteOutcome, Index, Verify};
-pub use pipeline::{Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats};
+pub use index::Index;
+pub use pipeline::{
+    Hit, Limits, Query, QueryVectors, SearchOutput, SearchParams, SearchStats, Segments,
+};
+pub use segment::{DeleteOutcome, Segment, Verify};

@@ -5,14 +5,16 @@
 //! known while reranking). Fusion, when its weight is positive, then ranks the candidates that
 //! were reranked by `norm(MaxSim) + w · norm(sparse)`, normalised over those candidates.
 
+use crate::attributes::Kind;
 use crate::error::{Error, Result};
 use crate::explain::Explanation;
 use crate::filter::{Admit, Filter};
 use crate::fusion::Fusion;
-use crate::index::Index;
 use crate::kernels::TokenMax;
 use crate::maxsim::MaxSimScorer;
+use crate::segment::Segment;
 use crate::topk::{Scored, TopK};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -122,7 +124,7 @@ pub struct Query {
 /// One result.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
-    /// Internal document id (see [`Index::external_id`]).
+    /// Internal document id (see [`Segment::external_id`]).
     pub doc: u32,
     /// The final score: the fused score when fused, else MaxSim when reranked, else the sparse
     /// score.
@@ -161,20 +163,51 @@ pub struct SearchOutput {
     pub explanations: Vec<Explanation>,
 }
 
-impl Index {
-    /// Validates `query` and `params` against this index and `limits`, then runs the pipeline.
-    pub fn search(
-        &self,
-        query: &Query,
-        params: &SearchParams,
-        limits: &Limits,
-    ) -> Result<SearchOutput> {
-        self.search_cancellable(query, params, limits, &AtomicBool::new(false))
+/// Segments searched as one index: the documents of `segments[i]` have the index-wide ids
+/// `bases[i] + local id`, so ids follow segment order and ties between equal scores break the
+/// same way as in one segment holding the same documents in the same order.
+#[derive(Clone, Copy)]
+pub struct Segments<'a> {
+    /// The segments, in order.
+    pub segments: &'a [Segment],
+    /// The index-wide id of each segment's first document (ascending, one per segment).
+    pub bases: &'a [u32],
+    /// Terms of the index: every segment's vocabulary is a prefix of the longest one.
+    pub vocab_size: usize,
+    /// Dimensions per token vector, the same in every segment.
+    pub dim: usize,
+    /// Every attribute some segment has, with its kind; `None` for a single segment (whose
+    /// unknown attributes are errors).
+    pub attribute_kinds: Option<&'a BTreeMap<String, Kind>>,
+}
+
+impl<'a> Segments<'a> {
+    /// One segment on its own.
+    pub fn one(segment: &'a Segment) -> Segments<'a> {
+        Segments {
+            segments: std::slice::from_ref(segment),
+            bases: &[0],
+            vocab_size: segment.vocab_size(),
+            dim: segment.dim(),
+            attribute_kinds: None,
+        }
     }
 
-    /// [`Index::search`] that gives up with [`Error::Cancelled`] once `cancelled` is raised: it
-    /// is checked before the first stage, before reranking and before each candidate's MaxSim.
-    pub fn search_cancellable(
+    /// The segment holding index-wide document `doc`, and the document's id in it.
+    pub fn locate(&self, doc: u32) -> Option<(&'a Segment, u32)> {
+        let at = self
+            .bases
+            .partition_point(|&base| base <= doc)
+            .checked_sub(1)?;
+        let segment = self.segments.get(at)?;
+        let local = doc - self.bases[at];
+        ((local as usize) < segment.doc_count()).then_some((segment, local))
+    }
+
+    /// Validates `query` and `params` against the index and `limits`, then runs the pipeline;
+    /// gives up with [`Error::Cancelled`] once `cancelled` is raised (checked before the first
+    /// stage, before reranking and before each candidate's MaxSim).
+    pub fn search(
         &self,
         query: &Query,
         params: &SearchParams,
@@ -188,7 +221,7 @@ impl Index {
                 Ok(())
             }
         };
-        let vectors = self.validate(query, params, limits)?;
+        let vectors = validate(query, params, limits, self.vocab_size, self.dim)?;
         let mut stats = SearchStats::default();
 
         check()?;
@@ -212,7 +245,7 @@ impl Index {
                 .collect();
             let explanations = if params.explain {
                 let docs: Vec<u32> = hits.iter().map(|h| h.doc).collect();
-                Explanation::for_hits(self, &docs, [], &query.terms)
+                self.explain(&docs, &[], &query.terms)
             } else {
                 Vec::new()
             };
@@ -230,9 +263,14 @@ impl Index {
         }
 
         let started = Instant::now();
-        if params.prefetch && self.tokens().needs_prefetch() {
-            for candidate in &candidates {
-                self.tokens().prefetch(candidate.id);
+        // Each candidate's segment and id in it, looked up once.
+        let located: Vec<Option<(&Segment, u32)>> =
+            candidates.iter().map(|c| self.locate(c.id)).collect();
+        if params.prefetch {
+            for &(segment, doc) in located.iter().flatten() {
+                if segment.tokens().needs_prefetch() {
+                    segment.tokens().prefetch(doc);
+                }
             }
         }
         let scorer = MaxSimScorer::new(&vectors.values, vectors.dim);
@@ -244,9 +282,9 @@ impl Index {
         let n_q = scorer.query_tokens();
         let mut matches: Vec<TokenMax> = Vec::new();
         let mut matched: Vec<bool> = Vec::new();
-        for (position, candidate) in candidates.iter().enumerate() {
+        for (position, place) in located.iter().enumerate() {
             check()?;
-            let tokens = self.tokens().doc(candidate.id);
+            let tokens = place.and_then(|(segment, doc)| segment.tokens().doc(doc));
             let score = match (tokens, params.explain) {
                 (None, _) => 0.0,
                 (Some(tokens), false) => scorer.score(tokens),
@@ -312,6 +350,7 @@ impl Index {
                 .iter()
                 .map(|s| candidates[s.id as usize].id)
                 .collect();
+            // Each hit's matches, or none when it had no tokens to match.
             let of = |s: &Scored| {
                 let at = s.id as usize;
                 if matched[at] {
@@ -320,7 +359,8 @@ impl Index {
                     &[][..]
                 }
             };
-            Explanation::for_hits(self, &docs, ranked.iter().map(of), &query.terms)
+            let hit_matches: Vec<&[TokenMax]> = ranked.iter().map(of).collect();
+            self.explain(&docs, &hit_matches, &query.terms)
         } else {
             Vec::new()
         };
@@ -332,9 +372,117 @@ impl Index {
         })
     }
 
+    /// The explanations of `docs` (index-wide ids), each from its own segment, with each
+    /// one's kernel matches (`matches[i]`; missing or empty for a document not reranked).
+    fn explain(
+        &self,
+        docs: &[u32],
+        matches: &[&[TokenMax]],
+        terms: &[(u32, f32)],
+    ) -> Vec<Explanation> {
+        docs.iter()
+            .enumerate()
+            .map(|(i, &doc)| {
+                let own = matches.get(i).copied().unwrap_or_default();
+                match self.locate(doc) {
+                    Some((segment, local)) => {
+                        let known = segment_terms(segment, terms);
+                        Explanation::for_hits(segment, &[local], [own], &known)
+                            .pop()
+                            .unwrap_or_default()
+                    }
+                    None => Explanation::default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The first stage alone over every segment: the best `kappa` documents (index-wide ids)
+    /// for `query`'s sparse terms among those its filter admits, best first, with their sparse
+    /// scores; each segment gives its best `kappa`, and the best `kappa` of their union are
+    /// kept, so an exact first stage returns exactly what one segment holding every document
+    /// would. With [`FirstStage::Approx`], segments without an approximate first stage are
+    /// searched exactly. `query` must have passed validation.
+    pub fn first_stage(
+        &self,
+        query: &Query,
+        kappa: usize,
+        stage: &FirstStage,
+    ) -> Result<Vec<Scored>> {
+        let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
+        if let [segment] = self.segments {
+            let admit = segment.admit(&query.filter)?;
+            return segment.first_stage_admitted(&terms, kappa, stage, &admit);
+        }
+        if let FirstStage::Approx(knobs) = stage {
+            knobs.validate()?;
+            if self.segments.iter().all(|s| s.approx().is_none()) {
+                return Err(no_approx());
+            }
+        }
+        let elsewhere = self.attribute_kinds.filter(|kinds| !kinds.is_empty());
+        let mut top = TopK::new(kappa);
+        for (segment, &base) in self.segments.iter().zip(self.bases) {
+            let admit = segment.admit_among(&query.filter, base, elsewhere)?;
+            let here = match stage {
+                FirstStage::Approx(_) if segment.approx().is_none() => FirstStage::Exact,
+                other => *other,
+            };
+            let known = segment_terms(segment, &terms);
+            for c in segment.first_stage_admitted(&known, kappa, &here, &admit)? {
+                top.push(Scored {
+                    id: base + c.id,
+                    score: c.score,
+                });
+            }
+        }
+        Ok(top.into_sorted_vec())
+    }
+}
+
+/// The query terms a segment's vocabulary holds (the others have no postings in it).
+fn segment_terms(segment: &Segment, terms: &[(u32, f32)]) -> Vec<(u32, f32)> {
+    let vocab = segment.vocab_size();
+    terms
+        .iter()
+        .copied()
+        .filter(|&(t, _)| (t as usize) < vocab)
+        .collect()
+}
+
+fn no_approx() -> Error {
+    Error::invalid(
+        "first_stage",
+        "this index has no approximate first stage (built with --first-stage exact)",
+    )
+}
+
+impl Segment {
+    /// Validates `query` and `params` against this segment and `limits`, then runs the
+    /// pipeline (see [`Segments::search`]).
+    pub fn search(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        limits: &Limits,
+    ) -> Result<SearchOutput> {
+        self.search_cancellable(query, params, limits, &AtomicBool::new(false))
+    }
+
+    /// [`Segment::search`] that gives up with [`Error::Cancelled`] once `cancelled` is raised.
+    pub fn search_cancellable(
+        &self,
+        query: &Query,
+        params: &SearchParams,
+        limits: &Limits,
+        cancelled: &AtomicBool,
+    ) -> Result<SearchOutput> {
+        Segments::one(self).search(query, params, limits, cancelled)
+    }
+
     /// The first stage alone: the best `kappa` documents for `query`'s sparse terms among those
     /// its filter admits (never a deleted one), best first, with their sparse scores. `query`
-    /// must have passed validation (see [`Index::search`]).
+    /// must have passed validation (see [`Segment::search`]).
     ///
     /// The approximate first stage honours filters too: when the admitted set is small (at most
     /// [`SCAN_ADMITTED_FRACTION`] of the documents) every admitted document is scored exactly
@@ -348,166 +496,169 @@ impl Index {
         kappa: usize,
         stage: &FirstStage,
     ) -> Result<Vec<Scored>> {
-        let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
-        let admit = self.admit(&query.filter)?;
+        Segments::one(self).first_stage(query, kappa, stage)
+    }
+
+    /// The first stage over `terms` (positive weights, ids in this segment's vocabulary) among
+    /// the documents `admit` lets through.
+    fn first_stage_admitted(
+        &self,
+        terms: &[(u32, f32)],
+        kappa: usize,
+        stage: &FirstStage,
+        admit: &Admit,
+    ) -> Result<Vec<Scored>> {
         match stage {
-            FirstStage::Exact => Ok(self.postings().search_exact(&terms, kappa, &admit)),
+            FirstStage::Exact => Ok(self.postings().search_exact(terms, kappa, admit)),
             FirstStage::Approx(knobs) => {
-                let approx = self.approx().ok_or_else(|| {
-                    Error::invalid("first_stage", "this index has no approximate first stage (built with --first-stage exact)")
-                })?;
+                let approx = self.approx().ok_or_else(no_approx)?;
                 knobs.validate()?;
-                if let Admit::Only(allowed) = &admit {
+                if let Admit::Only(allowed) = admit {
                     if (allowed.len() as f64) <= SCAN_ADMITTED_FRACTION * self.doc_count() as f64 {
-                        return Ok(approx.search_within(&terms, kappa, allowed));
+                        return Ok(approx.search_within(terms, kappa, allowed));
                     }
                 }
-                let found = approx.search(&terms, kappa, knobs, &admit);
+                let found = approx.search(terms, kappa, knobs, admit);
                 if found.len() < kappa && !admit.is_all() {
-                    return Ok(self.postings().search_exact(&terms, kappa, &admit));
+                    return Ok(self.postings().search_exact(terms, kappa, admit));
                 }
                 Ok(found)
             }
         }
     }
+}
 
-    /// Checks every field; returns the token vectors to rerank with (`None` when not reranking).
-    fn validate<'q>(
-        &self,
-        query: &'q Query,
-        params: &SearchParams,
-        limits: &Limits,
-    ) -> Result<Option<&'q QueryVectors>> {
-        if params.k == 0 {
-            return Err(Error::invalid("k", "must be >= 1"));
-        }
-        if params.k > limits.max_k {
-            return Err(Error::invalid(
-                "k",
-                format!(
-                    "{} exceeds the server limit max_k = {}",
-                    params.k, limits.max_k
-                ),
-            ));
-        }
-        if params.kappa < params.k {
-            return Err(Error::invalid(
-                "kappa",
-                format!("kappa = {} is smaller than k = {}", params.kappa, params.k),
-            ));
-        }
-        if params.kappa > limits.max_kappa {
-            return Err(Error::invalid(
-                "kappa",
-                format!(
-                    "{} exceeds the server limit max_kappa = {}",
-                    params.kappa, limits.max_kappa
-                ),
-            ));
-        }
-        if let Some(alpha) = params.cp_alpha {
-            if !(0.0..=1.0).contains(&alpha) {
-                return Err(Error::invalid(
-                    "cp_alpha",
-                    format!("{alpha} is not in [0, 1]"),
-                ));
-            }
-        }
-        if params.ee_beta == Some(0) {
-            return Err(Error::invalid("ee_beta", "must be >= 1"));
-        }
-        params.fusion.validate()?;
-        if query.terms.len() > limits.max_query_terms {
-            return Err(Error::invalid(
-                "query.sparse",
-                format!(
-                    "{} terms exceed the server limit max_query_terms = {}",
-                    query.terms.len(),
-                    limits.max_query_terms
-                ),
-            ));
-        }
-        let vocab = self.vocab_size();
-        let mut ids: Vec<u32> = Vec::with_capacity(query.terms.len());
-        for (i, &(term, weight)) in query.terms.iter().enumerate() {
-            if term as usize >= vocab {
-                return Err(Error::invalid(
-                    format!("query.sparse.indices[{i}]"),
-                    format!("term id {term} is out of range (vocabulary size {vocab})"),
-                ));
-            }
-            check_term_weight(weight)
-                .map_err(|message| Error::invalid(format!("query.sparse.values[{i}]"), message))?;
-            ids.push(term);
-        }
-        ids.sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::invalid(
-                "query.sparse.indices",
-                format!("term id {} appears more than once", w[0]),
-            ));
-        }
-        if params.rerank {
-            let Some(vectors) = &query.vectors else {
-                return Err(Error::invalid(
-                    "query.vectors",
-                    "token vectors are required to rerank (or ask for no reranking)",
-                ));
-            };
-            self.validate_vectors(vectors, limits)?;
-            return Ok(Some(vectors));
-        }
-        Ok(None)
+/// Checks every field; returns the token vectors to rerank with (`None` when not reranking).
+fn validate<'q>(
+    query: &'q Query,
+    params: &SearchParams,
+    limits: &Limits,
+    vocab: usize,
+    dim: usize,
+) -> Result<Option<&'q QueryVectors>> {
+    if params.k == 0 {
+        return Err(Error::invalid("k", "must be >= 1"));
     }
-
-    fn validate_vectors(&self, vectors: &QueryVectors, limits: &Limits) -> Result<()> {
-        if vectors.dim != self.dim() {
-            return Err(Error::invalid(
-                "query.vectors.dim",
-                format!(
-                    "{} does not match the index dim {}",
-                    vectors.dim,
-                    self.dim()
-                ),
-            ));
-        }
-        if vectors.values.is_empty() || !vectors.values.len().is_multiple_of(vectors.dim) {
-            return Err(Error::invalid(
-                "query.vectors",
-                format!(
-                    "{} values is not a positive multiple of dim {}",
-                    vectors.values.len(),
-                    vectors.dim
-                ),
-            ));
-        }
-        let rows = vectors.values.len() / vectors.dim;
-        if rows > limits.max_query_tokens {
-            return Err(Error::invalid(
-                "query.vectors",
-                format!(
-                    "{rows} token vectors exceed the server limit max_query_tokens = {}",
-                    limits.max_query_tokens
-                ),
-            ));
-        }
-        if let Some(i) = vectors
-            .values
-            .iter()
-            .position(|v| !(v.is_finite() && v.abs() <= MAX_VECTOR_VALUE))
-        {
-            return Err(Error::invalid(
-                "query.vectors",
-                format!(
-                    "value {} (token {}, dimension {}) is not finite or exceeds ±{MAX_VECTOR_VALUE}",
-                    vectors.values[i],
-                    i / vectors.dim,
-                    i % vectors.dim
-                ),
-            ));
-        }
-        Ok(())
+    if params.k > limits.max_k {
+        return Err(Error::invalid(
+            "k",
+            format!(
+                "{} exceeds the server limit max_k = {}",
+                params.k, limits.max_k
+            ),
+        ));
     }
+    if params.kappa < params.k {
+        return Err(Error::invalid(
+            "kappa",
+            format!("kappa = {} is smaller than k = {}", params.kappa, params.k),
+        ));
+    }
+    if params.kappa > limits.max_kappa {
+        return Err(Error::invalid(
+            "kappa",
+            format!(
+                "{} exceeds the server limit max_kappa = {}",
+                params.kappa, limits.max_kappa
+            ),
+        ));
+    }
+    if let Some(alpha) = params.cp_alpha {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(Error::invalid(
+                "cp_alpha",
+                format!("{alpha} is not in [0, 1]"),
+            ));
+        }
+    }
+    if params.ee_beta == Some(0) {
+        return Err(Error::invalid("ee_beta", "must be >= 1"));
+    }
+    params.fusion.validate()?;
+    if query.terms.len() > limits.max_query_terms {
+        return Err(Error::invalid(
+            "query.sparse",
+            format!(
+                "{} terms exceed the server limit max_query_terms = {}",
+                query.terms.len(),
+                limits.max_query_terms
+            ),
+        ));
+    }
+    let mut ids: Vec<u32> = Vec::with_capacity(query.terms.len());
+    for (i, &(term, weight)) in query.terms.iter().enumerate() {
+        if term as usize >= vocab {
+            return Err(Error::invalid(
+                format!("query.sparse.indices[{i}]"),
+                format!("term id {term} is out of range (vocabulary size {vocab})"),
+            ));
+        }
+        check_term_weight(weight)
+            .map_err(|message| Error::invalid(format!("query.sparse.values[{i}]"), message))?;
+        ids.push(term);
+    }
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::invalid(
+            "query.sparse.indices",
+            format!("term id {} appears more than once", w[0]),
+        ));
+    }
+    if params.rerank {
+        let Some(vectors) = &query.vectors else {
+            return Err(Error::invalid(
+                "query.vectors",
+                "token vectors are required to rerank (or ask for no reranking)",
+            ));
+        };
+        validate_vectors(vectors, limits, dim)?;
+        return Ok(Some(vectors));
+    }
+    Ok(None)
+}
+fn validate_vectors(vectors: &QueryVectors, limits: &Limits, dim: usize) -> Result<()> {
+    if vectors.dim != dim {
+        return Err(Error::invalid(
+            "query.vectors.dim",
+            format!("{} does not match the index dim {}", vectors.dim, dim),
+        ));
+    }
+    if vectors.values.is_empty() || !vectors.values.len().is_multiple_of(vectors.dim) {
+        return Err(Error::invalid(
+            "query.vectors",
+            format!(
+                "{} values is not a positive multiple of dim {}",
+                vectors.values.len(),
+                vectors.dim
+            ),
+        ));
+    }
+    let rows = vectors.values.len() / vectors.dim;
+    if rows > limits.max_query_tokens {
+        return Err(Error::invalid(
+            "query.vectors",
+            format!(
+                "{rows} token vectors exceed the server limit max_query_tokens = {}",
+                limits.max_query_tokens
+            ),
+        ));
+    }
+    if let Some(i) = vectors
+        .values
+        .iter()
+        .position(|v| !(v.is_finite() && v.abs() <= MAX_VECTOR_VALUE))
+    {
+        return Err(Error::invalid(
+            "query.vectors",
+            format!(
+                "value {} (token {}, dimension {}) is not finite or exceeds ±{MAX_VECTOR_VALUE}",
+                vectors.values[i],
+                i / vectors.dim,
+                i % vectors.dim
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a knob that can be switched off, as command lines spell it: `off` is `None`, anything

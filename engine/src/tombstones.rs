@@ -1,6 +1,6 @@
 //! Deleted documents: a tombstone bitmap of internal ids kept beside the index files.
 //!
-//! Index files are never modified after a build; deletes live in their own file,
+//! Segment files are never modified after a build; deletes live in their own file,
 //! `tombstones.roaring`, replaced as a whole on every delete: the new bitmap is written to a
 //! temporary file, fsynced, renamed over the old one, and the directory fsynced, before the
 //! in-memory set is swapped and the delete is acknowledged. A crash leaves either the old or the

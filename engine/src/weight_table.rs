@@ -13,7 +13,13 @@ pub fn idf_table(index: &Index) -> Vec<(String, f32)> {
     let n = index.doc_count() as f64;
     (0..index.vocab_size() as u32)
         .filter_map(|term| {
-            let df = index.postings().postings(term).0.len() as f64;
+            let df: usize = index
+                .segments()
+                .iter()
+                .filter(|s| (term as usize) < s.vocab_size())
+                .map(|s| s.postings().postings(term).0.len())
+                .sum();
+            let df = df as f64;
             let token = index.term(term)?;
             (df > 0.0).then(|| {
                 let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();

@@ -6,7 +6,7 @@ use tandem_data::npy::{write_f32, write_u32};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::compact::compact;
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Limits, Query, SearchParams};
+use tandem_engine::{Limits, Query, SearchParams, Segment};
 
 /// Three documents of 1, 2 and 3 tokens; returns the build config (doc tokens unset).
 fn inputs(dir: &std::path::Path) -> BuildConfig {
@@ -33,11 +33,11 @@ fn inputs(dir: &std::path::Path) -> BuildConfig {
     }
 }
 
-fn build_with(dir: &std::path::Path, tokens: &str) -> tandem_engine::Result<Index> {
+fn build_with(dir: &std::path::Path, tokens: &str) -> tandem_engine::Result<Segment> {
     let config = inputs(dir);
     std::fs::write(dir.join("tokens.jsonl"), tokens).unwrap();
     build_index(&config, &NoProgress)?;
-    Index::open(&config.out)
+    Segment::open(&config.out)
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn strings_are_found_by_document_and_position_and_survive_compaction() {
         "[\"the\"]\n[\"the\", \"cat\"]\n[\"sat\", \"the\", \"cat\"]\n",
     )
     .unwrap();
-    let text = |index: &Index, id: &str, pos: u32| {
+    let text = |index: &Segment, id: &str, pos: u32| {
         index
             .doc_token_text(index.doc_by_id(id).unwrap(), pos)
             .map(str::to_string)
@@ -109,7 +109,7 @@ fn strings_are_found_by_document_and_position_and_survive_compaction() {
     drop(index);
     let out = dir.path().join("compacted");
     compact(&dir.path().join("index"), &out, false, &NoProgress).unwrap();
-    let compacted = Index::open(&out).unwrap();
+    let compacted = Segment::open(&out).unwrap();
     assert_eq!(text(&compacted, "a", 0).as_deref(), Some("the"));
     let c: Vec<String> = (0..3).map(|p| text(&compacted, "c", p).unwrap()).collect();
     assert_eq!(c, ["sat", "the", "cat"]);
@@ -118,7 +118,7 @@ fn strings_are_found_by_document_and_position_and_survive_compaction() {
     let mut config = inputs(dir.path());
     config.doc_tokens = None;
     build_index(&config, &NoProgress).unwrap();
-    let plain = Index::open(&config.out).unwrap();
+    let plain = Segment::open(&config.out).unwrap();
     assert!(plain.doc_token_strings().is_none());
     assert_eq!(text(&plain, "a", 0), None);
 }

@@ -3,9 +3,9 @@
 use tandem_data::npy::{write_f32, write_u32};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Limits, Query, QueryVectors, SearchParams, Segment};
 
-fn tiny_index(dir: &std::path::Path) -> Index {
+fn tiny_index(dir: &std::path::Path) -> Segment {
     std::fs::write(
         dir.join("docs.jsonl"),
         "{\"id\": \"a\", \"vector\": {\"x\": 0.25, \"y\": 1.0}}\n{\"id\": \"b\", \"vector\": {\"y\": 2.0}}\n",
@@ -32,7 +32,7 @@ fn tiny_index(dir: &std::path::Path) -> Index {
         doc_tokens: None,
     };
     build_index(&config, &NoProgress).unwrap();
-    Index::open(&dir.join("index")).unwrap()
+    Segment::open(&dir.join("index")).unwrap()
 }
 
 fn params(rerank: bool) -> SearchParams {
@@ -187,7 +187,7 @@ fn a_missing_index_directory_is_reported_as_missing_not_corrupt() {
     let dir = tempfile::tempdir().unwrap();
 
     let missing = dir.path().join("no-such-index");
-    let err = Index::open(&missing)
+    let err = Segment::open(&missing)
         .err()
         .expect("a missing directory is refused");
     let message = err.to_string();
@@ -206,7 +206,7 @@ fn a_missing_index_directory_is_reported_as_missing_not_corrupt() {
 
     let file = dir.path().join("a-file");
     std::fs::write(&file, "not an index").unwrap();
-    let err = Index::open(&file).err().expect("a file is refused");
+    let err = Segment::open(&file).err().expect("a file is refused");
     assert!(
         matches!(&err, Error::Io { error, .. } if error.kind() == ErrorKind::NotADirectory),
         "{err}"
@@ -216,7 +216,7 @@ fn a_missing_index_directory_is_reported_as_missing_not_corrupt() {
     // A directory without a manifest (an interrupted build) is still a corrupt index.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let err = Index::open(&empty)
+    let err = Segment::open(&empty)
         .err()
         .expect("a directory without manifest is refused");
     assert!(matches!(&err, Error::Corrupt { .. }), "{err}");

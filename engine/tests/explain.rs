@@ -14,7 +14,7 @@ use tandem_engine::approx::ApproxSettings;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::tokens::Codec;
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Limits, Query, QueryVectors, SearchParams, Segment};
 
 const DIM: usize = 32;
 
@@ -29,7 +29,7 @@ type Terms = Vec<(u32, f32, f32)>;
 /// products' magnitudes.
 const DOT_TOLERANCE: f64 = 1e-5;
 
-fn build(corpus: &Path, out: &Path, codec: Codec, approx: bool) -> Index {
+fn build(corpus: &Path, out: &Path, codec: Codec, approx: bool) -> Segment {
     let config = BuildConfig {
         docs: corpus.join("docs.jsonl"),
         vectors: corpus.join("doc_vectors.npy"),
@@ -44,7 +44,7 @@ fn build(corpus: &Path, out: &Path, codec: Codec, approx: bool) -> Index {
         doc_tokens: None,
     };
     build_index(&config, &NoProgress).unwrap();
-    Index::open(out).unwrap()
+    Segment::open(out).unwrap()
 }
 
 /// The corpus's documents as term → weight maps, by external id.

@@ -38,9 +38,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "maxsim",
         ],
     ),
-    ("the index", &["index"]),
+    ("a segment", &["segment"]),
     ("filter compilation", &["filter"]),
     ("the query pipeline", &["pipeline", "explain"]),
+    ("the index: segments searched as one", &["index"]),
     (
         "tools over the index",
         &["build", "compact", "weight_table", "encoders"],
@@ -237,7 +238,7 @@ struct FileScan {
     unresolved: Vec<(usize, String)>,
 }
 
-/// Index just past the item starting at `i`: through the first `;` outside brackets, or through
+/// Segment just past the item starting at `i`: through the first `;` outside brackets, or through
 /// the `}` matching the first `{`.
 fn skip_item(tokens: &[Token], mut i: usize) -> usize {
     let mut depth = 0usize;
@@ -270,7 +271,7 @@ fn skip_item(tokens: &[Token], mut i: usize) -> usize {
     i
 }
 
-/// Index just past the attribute starting at `i` (`#` `[`…`]` or `#` `!` `[`…`]`), and whether it
+/// Segment just past the attribute starting at `i` (`#` `[`…`]` or `#` `!` `[`…`]`), and whether it
 /// is a `cfg` that holds only under test (`cfg(test)`, `cfg(all(test, …))`; not `cfg(not(test))`).
 fn read_attribute(tokens: &[Token], i: usize) -> (usize, bool) {
     let mut j = i + 1;
@@ -753,7 +754,7 @@ fn an_upward_import_is_reported_with_its_file_and_path() {
         ("filter.rs", "pub struct Admit;\n"),
         (
             "sparse.rs",
-            "//! Uses crate::index only in a comment.\n\nuse crate::filter::Admit;\n",
+            "//! Uses crate::segment only in a comment.\n\nuse crate::filter::Admit;\n",
         ),
     ]);
     assert_eq!(faults.len(), 1, "{faults:?}");
@@ -820,16 +821,16 @@ fn super_paths_resolve_through_inline_modules_and_the_root_is_refused() {
     let faults = faults_of(&[
         (
             "lib.rs",
-            "pub mod tokens;\npub mod index;\npub use index::Index;\n",
+            "pub mod tokens;\npub mod index;\npub use index::Segment;\n",
         ),
-        ("index.rs", "pub struct Index;\n"),
+        ("index.rs", "pub struct Segment;\n"),
         (
             "tokens.rs",
             concat!(
                 "pub mod files {\n    pub use super::Store;\n}\n",
                 "pub struct Store;\n",
-                "mod inner {\n    use super::super::index::Index;\n}\n",
-                "fn f() -> crate::Index { todo!() }\n",
+                "mod inner {\n    use super::super::index::Segment;\n}\n",
+                "fn f() -> crate::Segment { todo!() }\n",
             ),
         ),
     ]);
@@ -840,7 +841,7 @@ fn super_paths_resolve_through_inline_modules_and_the_root_is_refused() {
         faults[0]
     );
     assert!(
-        faults[1].starts_with("tokens.rs:8: `crate::Index` goes through the crate root"),
+        faults[1].starts_with("tokens.rs:8: `crate::Segment` goes through the crate root"),
         "{}",
         faults[1]
     );

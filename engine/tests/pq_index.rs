@@ -6,7 +6,7 @@ use tandem_data::npy::{write_f32, write_u32};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::tokens::{Codec, DocData};
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Limits, Query, QueryVectors, SearchParams, Segment};
 
 const DIM: usize = 7;
 const LENS: [u32; 4] = [1, 17, 40, 3];
@@ -24,7 +24,7 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn build(dir: &std::path::Path, out: &str) -> Index {
+fn build(dir: &std::path::Path, out: &str) -> Segment {
     let tokens: u32 = LENS.iter().sum();
     let docs: String = (0..LENS.len())
         .map(|d| format!("{{\"id\": \"d{d}\", \"vector\": {{\"w\": 1.0}}}}\n"))
@@ -51,7 +51,7 @@ fn build(dir: &std::path::Path, out: &str) -> Index {
         doc_tokens: None,
     };
     build_index(&config, &NoProgress).unwrap();
-    Index::open(&dir.join(out)).unwrap()
+    Segment::open(&dir.join(out)).unwrap()
 }
 
 #[test]

@@ -12,13 +12,11 @@ use std::path::PathBuf;
 use tandem_engine::approx::{
     ApproxBuildParams, ApproxQueryParams, ApproxSettings, CalibrationParams,
 };
-use tandem_engine::build::{build_index, BuildConfig};
+use tandem_engine::build::{build_index, build_segments, BuildConfig};
 use tandem_engine::compact::compact;
-use tandem_engine::format::files;
-use tandem_engine::format::manifest::Manifest;
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::tokens::Codec;
-use tandem_engine::{Index, Verify};
+use tandem_engine::{Index, Segment, Verify};
 
 /// Build, inspect and verify tandem index directories.
 #[derive(Debug, Parser)]
@@ -101,6 +99,12 @@ pub struct BuildArgs {
     /// The index directory to create.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write the index as segments of at most N documents each, in input order (each with its
+    /// own first stage; the PQ codebook is trained once for all): a build that holds one
+    /// segment's postings and first stage in memory at a time, and the layout live ingestion
+    /// grows. Without it, the index is one segment.
+    #[arg(long, value_name = "N")]
+    pub segment_docs: Option<usize>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -259,6 +263,25 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             calibration_queries: args.calibration_queries_file,
         }),
     };
+    if let Some(segment_docs) = args.segment_docs {
+        let summary = build_segments(&config, segment_docs, &progress::Bar::new())?;
+        let docs: u64 = summary.segments.iter().map(|(_, m)| m.doc_count).sum();
+        let bytes: u64 = summary
+            .segments
+            .iter()
+            .flat_map(|(_, m)| m.files.values())
+            .map(|f| f.bytes)
+            .sum();
+        writeln!(
+            std::io::stdout(),
+            "built {} in {:.1} s: {} segments, {docs} documents, {:.1} MiB",
+            summary.dir.display(),
+            summary.seconds,
+            summary.segments.len(),
+            bytes as f64 / (1 << 20) as f64
+        )?;
+        return Ok(());
+    }
     let summary = build_index(&config, &progress::Bar::new())?;
     let m = &summary.manifest;
     let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
@@ -278,13 +301,43 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
 }
 
 fn inspect(dir: &std::path::Path) -> anyhow::Result<()> {
-    let manifest = Manifest::read(&dir.join(files::MANIFEST))?;
-    writeln!(
-        std::io::stdout(),
-        "{}",
-        serde_json::to_string_pretty(&manifest)?
-    )?;
     let index = Index::open_with(dir, Verify::SkipChecksums)?;
+    let mut out = std::io::stdout();
+    if let [segment] = index.segments() {
+        writeln!(out, "{}", serde_json::to_string_pretty(segment.manifest())?)?;
+        return inspect_segment(segment);
+    }
+    writeln!(
+        out,
+        "{} segments, {} documents ({} deleted), vocabulary of {} terms, {} token vectors of dim {} ({}), {} bytes",
+        index.segments().len(),
+        index.doc_count(),
+        index.deleted_count(),
+        index.vocab_size(),
+        index.token_count(),
+        index.dim(),
+        index.vector_codec(),
+        index.size_bytes()
+    )?;
+    for (name, segment) in index.segment_names().iter().zip(index.segments()) {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "segment {name}: {} documents ({} deleted), {} postings, {} token vectors, {} bytes",
+            segment.doc_count(),
+            segment.tombstones().len(),
+            segment.manifest().posting_count,
+            segment.manifest().token_count,
+            segment.size_bytes()
+        )?;
+        inspect_segment(segment)?;
+    }
+    Ok(())
+}
+
+/// The first stage and statistics of one segment.
+fn inspect_segment(index: &Segment) -> anyhow::Result<()> {
+    let manifest = index.manifest();
     let docs = index.doc_count().max(1) as f64;
     if let Some(approx) = &manifest.approx {
         let q = approx.query_defaults;
@@ -354,19 +407,27 @@ fn inspect(dir: &std::path::Path) -> anyhow::Result<()> {
 fn verify(dir: &std::path::Path) -> anyhow::Result<()> {
     let index = Index::open_with(dir, Verify::Full)
         .with_context(|| format!("{} failed verification", dir.display()))?;
-    for (name, entry) in &index.manifest().files {
-        writeln!(
-            std::io::stdout(),
-            "ok  {name:<18} {:>14} bytes  xxh3 {}",
-            entry.bytes,
-            entry.xxh3
-        )?;
+    let mut files = 0;
+    for (name, segment) in index.segment_names().iter().zip(index.segments()) {
+        for (file, entry) in &segment.manifest().files {
+            let file = if name.is_empty() {
+                file.clone()
+            } else {
+                format!("{name}/{file}")
+            };
+            writeln!(
+                std::io::stdout(),
+                "ok  {file:<18} {:>14} bytes  xxh3 {}",
+                entry.bytes,
+                entry.xxh3
+            )?;
+            files += 1;
+        }
     }
     writeln!(
         std::io::stdout(),
-        "{}: {} files, checksums and invariants verified",
+        "{}: {files} files, checksums and invariants verified",
         dir.display(),
-        index.manifest().files.len()
     )?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tandem_data::npy::{write_f32, write_i8, write_u32};
-use tandem_engine::{Index, Verify};
+use tandem_engine::{Segment, Verify};
 
 const DIM: usize = 4;
 
@@ -109,7 +109,7 @@ fn a_valid_build_verifies_and_loads() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let index = Index::open(&inputs.out()).unwrap();
+    let index = Segment::open(&inputs.out()).unwrap();
     assert_eq!(
         (index.doc_count(), index.vocab_size(), index.dim()),
         (3, 3, DIM)
@@ -216,7 +216,10 @@ fn vocabulary_files_and_numeric_token_ids() {
     let vocab = inputs.path("vocab.txt");
     let vocab = vocab.to_str().unwrap();
     assert!(inputs.build(&["--vocab", vocab]).status.success());
-    assert_eq!(Index::open(&inputs.out()).unwrap().term_id("cake"), Some(3));
+    assert_eq!(
+        Segment::open(&inputs.out()).unwrap().term_id("cake"),
+        Some(3)
+    );
 
     let inputs2 = Inputs::new();
     std::fs::write(inputs2.path("vocab.txt"), "[PAD]\napple\npie\n").unwrap();
@@ -251,17 +254,17 @@ fn corrupt_indexes_fail_verify_and_refuse_to_load() {
         stderr.contains("tokens.packed") && stderr.contains("checksum mismatch"),
         "{stderr}"
     );
-    let err = Index::open(&out).err().unwrap().to_string();
+    let err = Segment::open(&out).err().unwrap().to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
     bytes[70] ^= 0x40;
     std::fs::write(&tokens, &bytes).unwrap();
-    assert!(Index::open(&out).is_ok());
+    assert!(Segment::open(&out).is_ok());
 
     // A truncated file fails even without checksums.
     let docs = out.join("postings.docs");
     let original = std::fs::read(&docs).unwrap();
     std::fs::write(&docs, &original[..original.len() - 4]).unwrap();
-    let err = Index::open_with(&out, Verify::SkipChecksums)
+    let err = Segment::open_with(&out, Verify::SkipChecksums)
         .err()
         .unwrap()
         .to_string();
@@ -276,12 +279,12 @@ fn corrupt_indexes_fail_verify_and_refuse_to_load() {
         manifest.replace("\"format_version\": 1", "\"format_version\": 99"),
     )
     .unwrap();
-    let err = Index::open(&out).err().unwrap().to_string();
+    let err = Segment::open(&out).err().unwrap().to_string();
     assert!(err.contains("format version 99"), "{err}");
 
     // A directory without a manifest (an interrupted build) is not an index.
     std::fs::remove_file(&manifest_path).unwrap();
-    let err = Index::open(&out).err().unwrap().to_string();
+    let err = Segment::open(&out).err().unwrap().to_string();
     assert!(err.contains("no manifest.json"), "{err}");
     assert!(!tandem_index(&[Path::new("verify"), &out]).status.success());
 }
@@ -301,7 +304,7 @@ fn the_pq_codec_builds_verifies_and_refuses_a_mismatched_codebook() {
         String::from_utf8_lossy(&output.stderr)
     );
     let out = inputs.out();
-    let index = Index::open(&out).unwrap();
+    let index = Segment::open(&out).unwrap();
     assert_eq!(index.manifest().vector_codec, "pq");
     // dim 4: 4 one-value subspaces, so 4 code bytes and a 2-byte scale per token. 6 tokens
     // have at most 6 values per subspace, each its own centroid: decoding reproduces the
@@ -350,7 +353,7 @@ fn the_pq_codec_builds_verifies_and_refuses_a_mismatched_codebook() {
     let original = std::fs::read(&bounds).unwrap();
     tandem_engine::format::array::write_array(&bounds, "pq.subspaces", &[0u32, 1, 1, 3, 4])
         .unwrap();
-    let err = Index::open_with(&out, Verify::SkipChecksums)
+    let err = Segment::open_with(&out, Verify::SkipChecksums)
         .err()
         .unwrap()
         .to_string();
@@ -368,7 +371,7 @@ fn the_pq_codec_builds_verifies_and_refuses_a_mismatched_codebook() {
     let size = std::fs::metadata(&codes).unwrap().len();
     manifest["files"]["pq.codes"]["bytes"] = size.into();
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
-    let err = Index::open_with(&out, Verify::SkipChecksums)
+    let err = Segment::open_with(&out, Verify::SkipChecksums)
         .err()
         .unwrap()
         .to_string();

@@ -168,7 +168,7 @@ impl Admin for AdminService {
                     unknown = outcome.unknown.len(),
                     "documents deleted"
                 );
-                let deleted_count = served.index.tombstones().len();
+                let deleted_count = served.index.deleted_count();
                 Ok(DeleteResponse {
                     deleted: outcome.deleted,
                     already_deleted: outcome.already_deleted,

@@ -120,7 +120,12 @@ fn fusion(options: &ServeOptions, request: &v1::SearchRequest) -> Result<Fusion>
 
 /// The requested first stage, with the index's defaults for what the request leaves out.
 fn first_stage(index: &Index, request: &v1::SearchRequest) -> Result<FirstStage> {
-    let defaults = index.manifest().approx.as_ref().map(|a| a.query_defaults);
+    let defaults = index
+        .primary()
+        .manifest()
+        .approx
+        .as_ref()
+        .map(|a| a.query_defaults);
     let knobs = |defaults: ApproxQueryParams| ApproxQueryParams {
         query_cut: request.query_cut.map_or(defaults.query_cut, |c| c as usize),
         rescore: request.rescore.map_or(defaults.rescore, |r| r as usize),

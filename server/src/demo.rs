@@ -96,7 +96,7 @@ pub fn index(work_dir: &Path, corpus: &DemoCorpus) -> anyhow::Result<PathBuf> {
         // built by an older tandem) or it lacks the approximate first stage (older demo indexes
         // were exact-only); then build it again in its place.
         match tandem_engine::Index::open_with(&out, tandem_engine::Verify::SkipChecksums) {
-            Ok(index) if index.approx().is_some() => return Ok(out),
+            Ok(index) if index.primary().approx().is_some() => return Ok(out),
             Ok(_) => tracing::info!(
                 "the existing demo index has no approximate first stage; rebuilding it"
             ),

@@ -268,7 +268,7 @@ async fn watch_residency(shared: Arc<Shared>, stopped: impl Future<Output = ()>)
             _ = &mut stopped => return,
             _ = ticks.tick() => {
                 let served = shared.served();
-                let check = tokio::task::spawn_blocking(move || served.index.tokens().check_residency());
+                let check = tokio::task::spawn_blocking(move || served.index.check_residency());
                 if let Err(e) = check.await {
                     tracing::warn!("residency check failed: {e}");
                 }

@@ -71,14 +71,14 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || Index::open_with(&dir, verify.at_open())).await??
     };
     let open_ms = opening.elapsed().as_millis();
-    let m = index.manifest();
     tracing::info!(
         index = %dir.display(),
-        docs = m.doc_count,
-        vocab = m.vocab_size,
-        tokens = m.token_count,
-        dim = m.dim,
-        codec = %m.vector_codec,
+        segments = index.segments().len(),
+        docs = index.doc_count(),
+        vocab = index.vocab_size(),
+        tokens = index.token_count(),
+        dim = index.dim(),
+        codec = %index.vector_codec(),
         bytes = index.size_bytes(),
         first_stage = ?index.default_first_stage(),
         maxsim_kernel = %tandem_engine::kernels::detect(),

@@ -174,16 +174,14 @@ impl Metrics {
         self.index_bytes
             .set(i64::try_from(index.size_bytes()).unwrap_or(i64::MAX));
         self.index_resident_bytes
-            .set(to_i64(index.tokens().resident_bytes()));
+            .set(to_i64(index.token_resident_bytes()));
         self.index_out_of_service
             .set(i64::from(served.out_of_service().is_some()));
         // A reload may serve other files: only the served index's are reported.
         self.file_resident_bytes.clear();
         for (file, bytes) in index.resident_bytes_by_file() {
             self.file_resident_bytes
-                .get_or_create(&FileLabels {
-                    file: file.to_string(),
-                })
+                .get_or_create(&FileLabels { file })
                 .set(to_i64(bytes));
         }
         let mut text = String::new();

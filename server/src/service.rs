@@ -24,7 +24,7 @@ use tandem_proto::v1::search_server::Search;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{
     GetIndexInfoRequest, IndexInfo, SearchBatchRequest, SearchBatchResponse, SearchRequest,
-    SearchResponse, SearchStreamResponse, StreamError,
+    SearchResponse, SearchStreamResponse, SegmentInfo, StreamError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -481,21 +481,23 @@ fn far_future() -> Instant {
 /// The description of the served index and of the server (GetIndexInfo, ReloadIndex).
 pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
     let index = &served.index;
-    let manifest = index.manifest();
+    // Counts are the index's; build settings are the primary segment's (see `Index::primary`).
+    let manifest = index.primary().manifest();
     let options = &shared.options;
-    let deleted = index.tombstones().len();
+    let deleted = index.deleted_count();
+    let doc_count = index.doc_count() as u64;
     let approx = manifest.approx.as_ref();
     let calibration = approx.and_then(|a| a.calibration.as_ref());
     let approx_default = |knob: fn(&ApproxQueryParams) -> usize| {
         approx.map_or(0, |a| saturate(knob(&a.query_defaults)))
     };
     IndexInfo {
-        doc_count: manifest.doc_count,
-        vocab_size: manifest.vocab_size,
-        token_count: manifest.token_count,
-        dim: manifest.dim,
-        vector_codec: manifest.vector_codec.clone(),
-        doc_tokens: index.doc_token_strings().is_some(),
+        doc_count,
+        vocab_size: index.vocab_size() as u64,
+        token_count: index.token_count(),
+        dim: saturate(index.dim()),
+        vector_codec: index.vector_codec().to_string(),
+        doc_tokens: index.has_doc_tokens(),
         checksums: match served.checksums() {
             ChecksumState::Verified => "verified".to_string(),
             ChecksumState::Pending => "pending".to_string(),
@@ -503,7 +505,7 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
             ChecksumState::Corrupt(error) => format!("corrupt: {error}"),
         },
         format_version: manifest.format_version,
-        posting_count: manifest.posting_count,
+        posting_count: index.posting_count(),
         size_bytes: index.size_bytes(),
         build_parameters: manifest
             .build_parameters
@@ -527,7 +529,7 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         expected_accuracy_at_10: calibration.map(|c| c.accuracy_at_10),
         calibration_source: calibration.map(|c| c.source.clone()).unwrap_or_default(),
         calibration_queries: calibration.map_or(0, |c| saturate(c.queries)),
-        bytes_per_token: index.tokens().vector_bytes() as f32 / manifest.token_count.max(1) as f32,
+        bytes_per_token: index.vector_bytes() as f32 / index.token_count().max(1) as f32,
         default_cp_alpha: options.default_cp_alpha,
         default_ee_beta: options.default_ee_beta.map(saturate),
         default_fusion_method: options.default_fusion.method.name().to_string(),
@@ -544,16 +546,29 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
         max_queue: saturate(shared.workers.capacity()),
         encoders: shared.encoders.info().to_vec(),
         // One snapshot, so doc_count = live_count + deleted_count even during a delete.
-        live_count: manifest.doc_count.saturating_sub(deleted),
+        live_count: doc_count.saturating_sub(deleted),
         deleted_count: deleted,
         attributes: index
-            .attributes()
-            .map(|a| {
-                a.kinds()
-                    .map(|(name, kind)| (name.to_string(), kind.name().to_string()))
-                    .collect()
+            .attribute_kinds()
+            .into_iter()
+            .map(|(name, kind)| (name, kind.name().to_string()))
+            .collect(),
+        segments: index
+            .segment_names()
+            .iter()
+            .zip(index.segments())
+            .map(|(name, segment)| SegmentInfo {
+                name: name.clone(),
+                doc_count: segment.doc_count() as u64,
+                deleted_count: segment.tombstones().len(),
+                size_bytes: segment.size_bytes(),
+                first_stage: if segment.approx().is_some() {
+                    "approximate".to_string()
+                } else {
+                    "exact".to_string()
+                },
             })
-            .unwrap_or_default(),
+            .collect(),
     }
 }
 

@@ -198,15 +198,16 @@ impl Shared {
                     // not have its SERVING overwritten by this older verdict.
                     let _no_reload = shared.reloading.lock().await;
                     served.set_checksums(ChecksumState::Corrupt(error.clone()));
+                    // Health first, so that whoever reads the log line finds it NOT_SERVING.
+                    if Arc::ptr_eq(&shared.served(), &served) {
+                        shared.set_health(ServingStatus::NotServing).await;
+                    }
                     tracing::error!(
                         index = %dir,
                         %error,
                         "THE INDEX IS CORRUPT and out of service (searches answer UNAVAILABLE, \
                          health NOT_SERVING) until a good index is loaded (ReloadIndex, SIGHUP)"
                     );
-                    if Arc::ptr_eq(&shared.served(), &served) {
-                        shared.set_health(ServingStatus::NotServing).await;
-                    }
                 }
             }
         });

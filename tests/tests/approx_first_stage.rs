@@ -10,13 +10,13 @@ use tandem_engine::approx::{
 };
 use tandem_engine::filter::Filter;
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Query};
+use tandem_engine::{Query, Segment};
 use tandem_proto::v1::FirstStage as WireFirstStage;
 use tandem_server::config::ServeOptions;
 use tandem_tests::{synthetic_index_with, uncalibrated, TestServer};
 use tonic::Code;
 
-fn queries(index: &Index, corpus: &std::path::Path) -> Vec<Query> {
+fn queries(index: &Segment, corpus: &std::path::Path) -> Vec<Query> {
     let set = QuerySet::load(&corpus.join("queries.jsonl"), None, None).unwrap();
     set.records
         .iter()
@@ -49,7 +49,7 @@ fn unpruned_approximate_search_equals_exact_search() {
         ..uncalibrated()
     };
     let synth = synthetic_index_with(1500, 30, 8, 21, Some(settings)).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let knobs = FirstStage::Approx(ApproxQueryParams {
         query_cut: 1000,
         depth: 0,
@@ -75,7 +75,7 @@ fn unpruned_approximate_search_equals_exact_search() {
 /// The exact top `kappa` of `query` and the approximate one with `knobs`: same documents, same
 /// scores up to float rounding.
 fn assert_same_as_exact(
-    index: &Index,
+    index: &Segment,
     query: &Query,
     kappa: usize,
     knobs: &FirstStage,
@@ -106,7 +106,7 @@ fn expanding_a_single_cluster_is_exact_search_also_under_a_filter() {
         ..uncalibrated()
     };
     let synth = synthetic_index_with(1200, 20, 8, 31, Some(settings)).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     assert_eq!(index.approx().unwrap().cluster_count(), 1);
     let knobs = |expand| {
         FirstStage::Approx(ApproxQueryParams {
@@ -153,9 +153,9 @@ fn expanding_a_single_cluster_is_exact_search_also_under_a_filter() {
 fn calibrated(
     settings: ApproxSettings,
     seed: u64,
-) -> (Index, tandem_engine::format::manifest::Calibration) {
+) -> (Segment, tandem_engine::format::manifest::Calibration) {
     let synth = synthetic_index_with(1500, 4, 8, seed, Some(settings)).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let calibration = index
         .manifest()
         .approx
@@ -277,7 +277,7 @@ fn calibration_can_use_a_sample_of_real_queries() {
 #[test]
 fn approximate_scores_are_real_sparse_scores() {
     let synth = synthetic_index_with(2000, 30, 8, 5, Some(uncalibrated())).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let exact_all = |q: &Query| index.first_stage(q, 100_000, &FirstStage::Exact).unwrap();
     let mut total_overlap = 0.0;
     let queries = queries(&index, &synth.corpus);
@@ -317,7 +317,7 @@ fn an_answer_does_not_depend_on_the_queries_run_before_it() {
     // Query buffers are reused per thread: a query's answer must be the one a fresh thread
     // computes, also after filtered queries (whose refused documents were touched too).
     let synth = synthetic_index_with(3000, 30, 8, 13, Some(uncalibrated())).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let queries = queries(&index, &synth.corpus);
     let stage = index.default_first_stage();
     let fresh: Vec<Vec<(u32, f32)>> = queries

@@ -9,10 +9,10 @@ use tandem_engine::compact::compact;
 use tandem_engine::filter::{parse, Filter};
 use tandem_engine::pipeline::FirstStage;
 use tandem_engine::tokens::Codec;
-use tandem_engine::{Fusion, Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Fusion, Limits, Query, QueryVectors, SearchParams, Segment};
 use tandem_tests::synthetic_index_full;
 
-fn queries(corpus: &Path, index: &Index, filter: &Filter) -> Vec<Query> {
+fn queries(corpus: &Path, index: &Segment, filter: &Filter) -> Vec<Query> {
     let set = QuerySet::load(
         &corpus.join("queries.jsonl"),
         Some(&corpus.join("query_vectors.npy")),
@@ -36,7 +36,11 @@ fn queries(corpus: &Path, index: &Index, filter: &Filter) -> Vec<Query> {
 }
 
 /// Every query's hits as (external id, sparse score, MaxSim score).
-fn answers(corpus: &Path, index: &Index, filter: &Filter) -> Vec<Vec<(String, f32, Option<f32>)>> {
+fn answers(
+    corpus: &Path,
+    index: &Segment,
+    filter: &Filter,
+) -> Vec<Vec<(String, f32, Option<f32>)>> {
     let params = SearchParams {
         first_stage: FirstStage::Exact,
         k: 10,
@@ -92,7 +96,7 @@ fn compacted_indexes_answer_like_the_original_with_its_deletes() {
             &NoProgress,
         )
         .unwrap();
-        let original = Index::open(&source).unwrap();
+        let original = Segment::open(&source).unwrap();
         // Delete every document the first queries return first, and every 9th.
         let mut doomed: Vec<String> = answers(&synth.corpus, &original, &Filter::default())
             .iter()
@@ -113,7 +117,7 @@ fn compacted_indexes_answer_like_the_original_with_its_deletes() {
         let summary = compact(&source, &out, false, &NoProgress).unwrap();
         assert_eq!(summary.dropped, deleted);
         assert_eq!(summary.kept, 1500 - deleted);
-        let compacted = Index::open(&out).unwrap();
+        let compacted = Segment::open(&out).unwrap();
         assert_eq!(compacted.doc_count() as u64, 1500 - deleted);
         assert_eq!(compacted.tombstones().len(), 0);
         assert!(compacted.manifest().approx.is_some());
@@ -149,7 +153,7 @@ fn compacted_indexes_answer_like_the_original_with_its_deletes() {
         assert!(err.contains("exists"), "{err}");
         let summary = compact(&source, &source, false, &NoProgress).unwrap();
         assert_eq!(summary.dir, source);
-        let in_place = Index::open(&source).unwrap();
+        let in_place = Segment::open(&source).unwrap();
         assert_eq!(in_place.doc_count() as u64, 1500 - deleted);
         assert_eq!(in_place.tombstones().len(), 0);
         assert_eq!(

@@ -11,12 +11,12 @@ use tandem_client::TandemClient;
 use tandem_data::jsonl::parse_all;
 use tandem_data::npy::NpyArray;
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Fusion, FusionMethod, Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Fusion, FusionMethod, Limits, Query, QueryVectors, SearchParams, Segment};
 use tandem_server::config::ServeOptions;
 use tandem_tests::{synthetic_index, TestServer};
 
 struct Corpus {
-    index: Index,
+    index: Segment,
     /// Per document: term id → weight.
     docs: Vec<HashMap<u32, f32>>,
     /// Per document: its f16 token vectors widened to f32.
@@ -26,7 +26,7 @@ struct Corpus {
 }
 
 fn load(synth: &tandem_tests::SyntheticIndex) -> Corpus {
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let text = std::fs::read_to_string(synth.corpus.join("docs.jsonl")).unwrap();
     let docs = parse_all(&text, "docs.jsonl")
         .unwrap()

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use tandem_client::queries::QuerySet;
 use tandem_engine::filter::{parse, Filter};
 use tandem_engine::pipeline::FirstStage;
-use tandem_engine::{Index, Limits, Query, QueryVectors, SearchParams};
+use tandem_engine::{Limits, Query, QueryVectors, SearchParams, Segment};
 use tandem_tests::{synthetic_index_full, SyntheticIndex};
 
 struct Doc {
@@ -17,7 +17,7 @@ struct Doc {
     attrs: Option<serde_json::Value>,
 }
 
-fn load_docs(synth: &SyntheticIndex, index: &Index) -> Vec<Doc> {
+fn load_docs(synth: &SyntheticIndex, index: &Segment) -> Vec<Doc> {
     let text = std::fs::read_to_string(synth.corpus.join("docs.jsonl")).unwrap();
     text.lines()
         .map(|line| {
@@ -40,7 +40,7 @@ fn load_docs(synth: &SyntheticIndex, index: &Index) -> Vec<Doc> {
         .collect()
 }
 
-fn queries(synth: &SyntheticIndex, index: &Index) -> Vec<Query> {
+fn queries(synth: &SyntheticIndex, index: &Segment) -> Vec<Query> {
     let set = QuerySet::load(
         &synth.corpus.join("queries.jsonl"),
         Some(&synth.corpus.join("query_vectors.npy")),
@@ -200,7 +200,7 @@ fn cases(docs: &[Doc]) -> Vec<(String, Filter, Reference)> {
     cases
 }
 
-fn check_all(synth: &SyntheticIndex, index: &Index, deleted: &HashSet<usize>) {
+fn check_all(synth: &SyntheticIndex, index: &Segment, deleted: &HashSet<usize>) {
     let docs = load_docs(synth, index);
     let queries = queries(synth, index);
     let knobs = index.manifest().approx.as_ref().unwrap().query_defaults;
@@ -274,7 +274,7 @@ fn check_all(synth: &SyntheticIndex, index: &Index, deleted: &HashSet<usize>) {
 fn filtered_first_stages_equal_brute_force_over_the_admitted_documents() {
     let synth =
         synthetic_index_full(3000, 12, 16, 8, Some(tandem_tests::uncalibrated()), true).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     check_all(&synth, &index, &HashSet::new());
 
     // Delete a tenth of the documents (and some unknown ids): results must now leave them out
@@ -289,7 +289,7 @@ fn filtered_first_stages_equal_brute_force_over_the_admitted_documents() {
     assert_eq!(index.live_count(), (docs.len() - deleted.len()) as u64);
     check_all(&synth, &index, &deleted);
     drop(index);
-    let reopened = Index::open(&synth.index).unwrap();
+    let reopened = Segment::open(&synth.index).unwrap();
     assert_eq!(reopened.tombstones().len(), deleted.len() as u64);
     check_all(&synth, &reopened, &deleted);
 }
@@ -297,7 +297,7 @@ fn filtered_first_stages_equal_brute_force_over_the_admitted_documents() {
 #[test]
 fn filter_errors_name_the_problem() {
     let synth = synthetic_index_full(200, 1, 8, 3, None, true).unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let query = |text: &str| Query {
         terms: vec![(0, 1.0)],
         vectors: None,
@@ -318,7 +318,7 @@ fn filter_errors_name_the_problem() {
         assert!(err.starts_with("filter: ") && err.contains(expected), "{text}: {err}");
     }
     let plain = synthetic_index_full(50, 1, 8, 3, None, false).unwrap();
-    let index = Index::open(&plain.index).unwrap();
+    let index = Segment::open(&plain.index).unwrap();
     let err = index
         .first_stage(&query("lang = 'en'"), 10, &FirstStage::Exact)
         .unwrap_err()

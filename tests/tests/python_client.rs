@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::Instant;
 use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
-use tandem_engine::Index;
+use tandem_engine::Segment;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{
     FirstStage, FusionMethod, Rerank, SearchRequest, SearchResponse, SearchStreamResponse,
@@ -248,7 +248,7 @@ fn requests(synth: &tandem_tests::SyntheticIndex) -> Vec<SearchRequest> {
         Some(&synth.corpus.join("query_lens.npy")),
     )
     .unwrap();
-    let index = Index::open(&synth.index).unwrap();
+    let index = Segment::open(&synth.index).unwrap();
     let exact_stage = |k, kappa| QueryKnobs {
         k: Some(k),
         kappa: Some(kappa),

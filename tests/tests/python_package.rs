@@ -24,7 +24,7 @@ use tandem_client::queries::{QueryKnobs, QuerySet};
 use tandem_client::TandemClient;
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
 use tandem_engine::tokens::Codec;
-use tandem_engine::Index;
+use tandem_engine::Segment;
 use tandem_proto::v1::{FirstStage, Hit, SearchRequest};
 use tandem_server::config::ServeOptions;
 use tandem_tests::{synthetic_index_with, workspace_root, TestServer};
@@ -180,7 +180,7 @@ fn spec_of(request: &SearchRequest) -> Value {
 
 /// Checks one explained hit against the index (see the module documentation).
 fn check_explanation(
-    index: &Index,
+    index: &Segment,
     request: &SearchRequest,
     hit: &Hit,
     strings: &dyn Fn(u32, u32) -> String,
@@ -345,7 +345,7 @@ fn python_package_gets_the_rust_clients_hits_and_explanations_check_out_for_ever
     for (n, codec) in [Codec::F16, Codec::Int8, Codec::Pq].into_iter().enumerate() {
         let dir = work.path().join(codec.name());
         build(&synth.corpus, &dir, codec, &tokens_file);
-        let index = Index::open(&dir).unwrap();
+        let index = Segment::open(&dir).unwrap();
         let line_of = |doc: u32| {
             ids.iter()
                 .position(|id| Some(id.as_str()) == index.external_id(doc))

@@ -68,6 +68,37 @@ pub struct ParsedDocs {
     pub attributes: Attributes,
 }
 
+impl ParsedDocs {
+    /// Documents `range` on their own (ids renumbered from 0, attributes remapped), with the
+    /// whole vocabulary: what one segment of a segmented build holds.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> ParsedDocs {
+        let (from, to) = (
+            self.offsets[range.start] as usize,
+            self.offsets[range.end] as usize,
+        );
+        let renumber: Vec<u32> = (0..self.ids.len())
+            .map(|d| {
+                if range.contains(&d) {
+                    (d - range.start) as u32
+                } else {
+                    u32::MAX
+                }
+            })
+            .collect();
+        ParsedDocs {
+            ids: self.ids[range.clone()].to_vec(),
+            offsets: self.offsets[range.start..=range.end]
+                .iter()
+                .map(|&o| o - from as u64)
+                .collect(),
+            terms: self.terms[from..to].to_vec(),
+            weights: self.weights[from..to].to_vec(),
+            vocab: self.vocab.clone(),
+            attributes: self.attributes.remap(&renumber, range.len() as u32),
+        }
+    }
+}
+
 /// A parsed line with its token ids (empty when the vocabulary comes from the documents).
 type ResolvedRecord = (SparseRecord, Vec<u32>);
 

@@ -1,4 +1,4 @@
-//! Index builds: validate the inputs, write every file into a staging directory, commit.
+//! Segment builds: validate the inputs, write every file into a staging directory, commit.
 
 pub mod calibrate;
 pub mod docs;
@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::array::{write_array, Element};
 use crate::format::manifest::ApproxManifest;
 use crate::format::manifest::Manifest;
+use crate::format::segments::{self, SegmentEntry, SegmentList};
 use crate::format::staging::StagingDir;
 use crate::format::strings::StringTable;
 use crate::format::{files, FORMAT_VERSION};
@@ -79,10 +80,118 @@ pub struct BuildSummary {
     pub seconds: f64,
 }
 
-/// Builds an index from `config`'s inputs. Every input is validated before anything is
-/// committed; the first fault is reported with its file and line or row.
+/// What a segmented build wrote.
+#[derive(Debug, Clone)]
+pub struct SegmentsSummary {
+    /// The index directory.
+    pub dir: PathBuf,
+    /// Each segment's directory name and manifest, in order.
+    pub segments: Vec<(String, Manifest)>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// The validated inputs of a build: documents parsed, token rows located.
+struct Inputs {
+    vectors: NpyArray,
+    dim: usize,
+    /// Each document's first row in `vectors` (`doc_count + 1`).
+    token_offsets: Vec<u64>,
+    token_strings: Option<TokenStrings>,
+    docs: ParsedDocs,
+}
+
+/// Builds an index from `config`'s inputs: one segment (the directory holds its manifest).
+/// Every input is validated before anything is committed; the first fault is reported with its
+/// file and line or row.
 pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<BuildSummary> {
     let started = Instant::now();
+    let inputs = read_inputs(config, progress)?;
+    let codebook = train_codebook(config, &inputs, progress)?;
+    let (dir, manifest) = write_segment(
+        config,
+        &inputs,
+        &inputs.docs,
+        &inputs.token_offsets,
+        inputs.token_strings.as_ref(),
+        codebook.as_ref(),
+        (&config.out, config.overwrite),
+        progress,
+    )?;
+    Ok(BuildSummary {
+        dir,
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Builds an index of segments ([`crate::format::segments`]) of `segment_docs` documents each
+/// (the last holds the rest), in input order: the same documents, ids, vocabulary (every segment
+/// holds all of it) and, with the PQ codec, the same codebook (trained once over all vectors)
+/// as [`build_index`], so it ranks exactly as the one-segment build; each segment's build holds
+/// only its own documents' postings, first stage and vectors in memory at a time. The segments
+/// are written into a staging directory that is renamed onto `config.out` once all are
+/// committed and listed.
+pub fn build_segments(
+    config: &BuildConfig,
+    segment_docs: usize,
+    progress: &dyn Progress,
+) -> Result<SegmentsSummary> {
+    let started = Instant::now();
+    if segment_docs == 0 {
+        return Err(Error::bad_input("--segment-docs", "must be >= 1"));
+    }
+    let inputs = read_inputs(config, progress)?;
+    let codebook = train_codebook(config, &inputs, progress)?;
+    let staging = StagingDir::create(&config.out, config.overwrite)?;
+    let doc_count = inputs.docs.ids.len();
+    let mut entries = Vec::new();
+    let mut manifests = Vec::new();
+    let mut start = 0;
+    while start < doc_count {
+        let end = doc_count.min(start + segment_docs);
+        let name = segments::segment_name(entries.len() as u64);
+        let docs = inputs.docs.slice(start..end);
+        let rows = &inputs.token_offsets[start..=end];
+        let strings = inputs.token_strings.as_ref().map(|t| TokenStrings {
+            strings: t.strings.clone(),
+            ids: t.ids[rows[0] as usize..rows[rows.len() - 1] as usize].to_vec(),
+        });
+        let segment_config = BuildConfig {
+            out: staging.path().join(&name),
+            ..config.clone()
+        };
+        let (_, mut manifest) = write_segment(
+            &segment_config,
+            &inputs,
+            &docs,
+            rows,
+            strings.as_ref(),
+            codebook.as_ref(),
+            (&segment_config.out, false),
+            progress,
+        )?;
+        manifest.build_parameters.insert(
+            "segment".to_string(),
+            format!("documents {start}..{end} of {doc_count} (--segment-docs {segment_docs})"),
+        );
+        entries.push(SegmentEntry {
+            name: name.clone(),
+            doc_count: (end - start) as u64,
+        });
+        manifests.push((name, manifest));
+        start = end;
+    }
+    let dir = staging.commit_segments(&SegmentList::new(entries))?;
+    Ok(SegmentsSummary {
+        dir,
+        segments: manifests,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Opens and validates every input of `config` and parses the documents.
+fn read_inputs(config: &BuildConfig, progress: &dyn Progress) -> Result<Inputs> {
     if config.token_ids && config.vocab.is_none() {
         return Err(Error::bad_input(
             "--token-ids",
@@ -156,7 +265,52 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         ));
     }
 
-    let mut staging = StagingDir::create(&config.out, config.overwrite)?;
+    Ok(Inputs {
+        vectors,
+        dim,
+        token_offsets,
+        token_strings,
+        docs,
+    })
+}
+
+/// The PQ codebook, trained once over all of the input's vectors (`None` for other codecs).
+fn train_codebook(
+    config: &BuildConfig,
+    inputs: &Inputs,
+    progress: &dyn Progress,
+) -> Result<Option<crate::pq::Codebook>> {
+    match config.codec {
+        Codec::Pq => Ok(Some(pq::train_codebook(
+            &inputs.vectors,
+            config.int8_scale,
+            &TrainParams::BUILD,
+            progress,
+        )?)),
+        Codec::F16 | Codec::Int8 => Ok(None),
+    }
+}
+
+/// Writes one segment of `docs` (whose token vectors are the rows `rows[d]..rows[d + 1]` of
+/// the input) into a staging directory and commits it onto `out` (replacing it with
+/// `overwrite`); returns its directory and manifest.
+#[allow(clippy::too_many_arguments)]
+fn write_segment(
+    config: &BuildConfig,
+    inputs: &Inputs,
+    docs: &ParsedDocs,
+    rows: &[u64],
+    token_strings: Option<&TokenStrings>,
+    codebook: Option<&crate::pq::Codebook>,
+    (out, overwrite): (&Path, bool),
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Manifest)> {
+    let vectors = &inputs.vectors;
+    let dim = inputs.dim;
+    // This segment's token offsets, from 0.
+    let token_offsets: Vec<u64> = rows.iter().map(|&r| r - rows[0]).collect();
+    let total_tokens = *token_offsets.last().unwrap_or(&0);
+    let mut staging = StagingDir::create(out, overwrite)?;
     write_strings(
         &mut staging,
         &docs.vocab,
@@ -174,10 +328,10 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
     if !docs.attributes.is_empty() {
         put(&mut staging, attributes::FILE, &docs.attributes.encode())?;
     }
-    if let Some(token_strings) = &token_strings {
+    if let Some(token_strings) = token_strings {
         write_token_strings(&mut staging, token_strings)?;
     }
-    let inverted = invert(&docs, progress);
+    let inverted = invert(docs, progress);
     put(&mut staging, files::POSTINGS_OFFSETS, &inverted.offsets)?;
     put(&mut staging, files::POSTINGS_DOCS, &inverted.docs)?;
     put(&mut staging, files::POSTINGS_WEIGHTS, &inverted.weights)?;
@@ -209,7 +363,7 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
             };
             if settings.calibration.queries > 0 {
                 progress.start("calibrating the approximate first stage", 1);
-                let outcome = calibrate_staged(&staging, &docs, &manifest.build, settings)?;
+                let outcome = calibrate_staged(&staging, docs, &manifest.build, settings)?;
                 manifest.query_defaults = outcome.query_defaults;
                 manifest.calibration = Some(outcome.calibration);
                 progress.advance(1);
@@ -226,22 +380,25 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         files::TOKENS_PADDED,
         &vectors::padded_offsets(&token_offsets),
     )?;
-    let codebook;
-    let target = match config.codec {
-        Codec::F16 => vectors::Target::F16,
-        Codec::Int8 => vectors::Target::Int8,
-        Codec::Pq => {
-            codebook =
-                pq::train_codebook(&vectors, config.int8_scale, &TrainParams::BUILD, progress)?;
+    let target = match (config.codec, codebook) {
+        (Codec::Pq, Some(codebook)) => {
             put(&mut staging, files::PQ_SUBSPACES, &codebook.bounds())?;
             put(&mut staging, files::PQ_CODEBOOK, &codebook.centroids())?;
-            vectors::Target::Pq(&codebook)
+            vectors::Target::Pq(codebook)
         }
+        (Codec::Pq, None) => {
+            return Err(Error::bad_input(
+                "--codec pq",
+                "the PQ codebook was not trained",
+            ))
+        }
+        (Codec::Int8, _) => vectors::Target::Int8,
+        (Codec::F16, _) => vectors::Target::F16,
     };
     vectors::write_packed(
-        &vectors,
+        vectors,
         config.int8_scale,
-        &token_offsets,
+        rows,
         &docs.ids,
         target,
         &mut staging,
@@ -261,17 +418,13 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         posting_count: docs.terms.len() as u64,
         dim: dim as u32,
         vector_codec: config.codec.name().to_string(),
-        build_parameters: build_parameters(config, &vectors),
+        build_parameters: build_parameters(config, vectors),
         approx: approx_manifest,
         files: BTreeMap::new(),
     };
-    let dir = staging.commit(manifest.clone())?;
+    let dir = staging.commit(manifest)?;
     let manifest = Manifest::read(&dir.join(files::MANIFEST))?;
-    Ok(BuildSummary {
-        dir,
-        manifest,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((dir, manifest))
 }
 
 /// Writes a string table (offsets and bytes) into the staging directory.

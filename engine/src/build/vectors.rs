@@ -53,7 +53,10 @@ pub fn write_packed(
     staging: &mut StagingDir,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let (rows, dim) = vectors.matrix_shape()?;
+    let (_, dim) = vectors.matrix_shape()?;
+    // The documents' rows of `vectors` (all of them, or one segment's).
+    let first_row = doc_offsets.first().copied().unwrap_or(0);
+    let rows = (doc_offsets.last().copied().unwrap_or(0) - first_row) as usize;
     let padded = padded_offsets(doc_offsets);
     let padded_tokens = padded.last().copied().unwrap_or(0) as usize;
     let mut sink = Sink::create(target, staging, padded_tokens * dim, padded_tokens, rows)?;

@@ -14,6 +14,7 @@
 pub mod array;
 pub mod invariants;
 pub mod manifest;
+pub mod segments;
 pub mod staging;
 pub mod strings;
 

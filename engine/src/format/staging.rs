@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::format::array::WrittenFile;
 use crate::format::files;
 use crate::format::manifest::{verify_files, FileEntry, Manifest};
+use crate::format::segments::SegmentList;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,26 @@ impl StagingDir {
             .map_err(|e| Error::corrupt(&manifest_path, e.to_string()))?;
         std::fs::write(&manifest_path, text).map_err(|e| Error::io(&manifest_path, e))?;
         sync_path(&manifest_path)?;
+        self.rename_onto_target()
+    }
+
+    /// Commits a directory of segments: the segment subdirectories (each committed on its own,
+    /// with its manifest) are listed in `list`, written as `segments.json`, and the directory
+    /// is renamed onto the target like [`StagingDir::commit`].
+    pub fn commit_segments(self, list: &SegmentList) -> Result<PathBuf> {
+        if !self.files.is_empty() {
+            return Err(Error::corrupt(
+                &self.path,
+                "a directory of segments holds no files of its own besides segments.json",
+            ));
+        }
+        list.write(&self.path)?;
+        self.rename_onto_target()
+    }
+
+    /// fsyncs the staging directory and renames it onto the target (replacing an existing
+    /// one, which is put back if the rename fails), then fsyncs the target's parent.
+    fn rename_onto_target(mut self) -> Result<PathBuf> {
         sync_path(&self.path)?;
         if self.target.exists() {
             let old = self
