@@ -231,6 +231,10 @@ fn a_segmented_index_ranks_exactly_as_one_segment() {
         assert_eq!(single.segments().len(), 1);
         assert_eq!(split.segments().len(), 6);
         assert!(split.segments()[0].attributes().is_none());
+        assert_eq!(
+            split.segments()[2].manifest().build_parameters["segment"],
+            "documents 194..291 of 500 (--segment-docs 97)"
+        );
         assert_eq!(split.doc_count(), single.doc_count());
         assert_eq!(split.vocab_size(), single.vocab_size());
         assert_eq!(split.token_count(), single.token_count());

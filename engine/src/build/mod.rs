@@ -108,12 +108,16 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
     let started = Instant::now();
     let inputs = read_inputs(config, progress)?;
     let codebook = train_codebook(config, &inputs, progress)?;
+    let whole = Part {
+        docs: &inputs.docs,
+        rows: &inputs.token_offsets,
+        token_strings: inputs.token_strings.as_ref(),
+        place: None,
+    };
     let (dir, manifest) = write_segment(
         config,
         &inputs,
-        &inputs.docs,
-        &inputs.token_offsets,
-        inputs.token_strings.as_ref(),
+        whole,
         codebook.as_ref(),
         (&config.out, config.overwrite),
         progress,
@@ -161,20 +165,22 @@ pub fn build_segments(
             out: staging.path().join(&name),
             ..config.clone()
         };
-        let (_, mut manifest) = write_segment(
+        let part = Part {
+            docs: &docs,
+            rows,
+            token_strings: strings.as_ref(),
+            place: Some(format!(
+                "documents {start}..{end} of {doc_count} (--segment-docs {segment_docs})"
+            )),
+        };
+        let (_, manifest) = write_segment(
             &segment_config,
             &inputs,
-            &docs,
-            rows,
-            strings.as_ref(),
+            part,
             codebook.as_ref(),
             (&segment_config.out, false),
             progress,
         )?;
-        manifest.build_parameters.insert(
-            "segment".to_string(),
-            format!("documents {start}..{end} of {doc_count} (--segment-docs {segment_docs})"),
-        );
         entries.push(SegmentEntry {
             name: name.clone(),
             doc_count: (end - start) as u64,
@@ -291,20 +297,34 @@ fn train_codebook(
     }
 }
 
-/// Writes one segment of `docs` (whose token vectors are the rows `rows[d]..rows[d + 1]` of
-/// the input) into a staging directory and commits it onto `out` (replacing it with
-/// `overwrite`); returns its directory and manifest.
-#[allow(clippy::too_many_arguments)]
+/// One segment's share of a build's inputs.
+struct Part<'a> {
+    /// Its documents, numbered from 0.
+    docs: &'a ParsedDocs,
+    /// Document `d`'s token vectors are rows `rows[d]..rows[d + 1]` of the input.
+    rows: &'a [u64],
+    /// Its documents' token strings, when stored.
+    token_strings: Option<&'a TokenStrings>,
+    /// Which documents of a segmented build it holds (recorded in its build parameters).
+    place: Option<String>,
+}
+
+/// Writes one segment of the input into a staging directory and commits it onto `out`
+/// (replacing it with `overwrite`); returns its directory and manifest.
 fn write_segment(
     config: &BuildConfig,
     inputs: &Inputs,
-    docs: &ParsedDocs,
-    rows: &[u64],
-    token_strings: Option<&TokenStrings>,
+    part: Part<'_>,
     codebook: Option<&crate::pq::Codebook>,
     (out, overwrite): (&Path, bool),
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Manifest)> {
+    let Part {
+        docs,
+        rows,
+        token_strings,
+        place,
+    } = part;
     let vectors = &inputs.vectors;
     let dim = inputs.dim;
     // This segment's token offsets, from 0.
@@ -418,7 +438,13 @@ fn write_segment(
         posting_count: docs.terms.len() as u64,
         dim: dim as u32,
         vector_codec: config.codec.name().to_string(),
-        build_parameters: build_parameters(config, vectors),
+        build_parameters: {
+            let mut parameters = build_parameters(config, vectors);
+            if let Some(place) = place {
+                parameters.insert("segment".to_string(), place);
+            }
+            parameters
+        },
         approx: approx_manifest,
         files: BTreeMap::new(),
     };
