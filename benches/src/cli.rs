@@ -44,6 +44,9 @@ pub enum Command {
     Encoders(crate::encoders::EncodersArgs),
     /// Load-test a running server (closed or open loop), with latency percentiles and quality.
     Load(Box<crate::load::LoadArgs>),
+    /// Live writes: documents/s a running server takes over gRPC (Upsert batches from
+    /// concurrent writers), time until searchable, and query latency idle and during ingest.
+    Ingest(Box<crate::ingest::IngestArgs>),
     /// Compare two load reports (JSON from `load --json`).
     Compare {
         /// The baseline report.
@@ -143,6 +146,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(crate::load::load(&args)),
+        Command::Ingest(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(crate::ingest::ingest(&args))
+            .map(|_| ()),
         Command::Compare { a, b } => {
             let (a, b) = (
                 crate::load::report::read(&a)?,

@@ -9,6 +9,7 @@ pub mod encoders;
 pub mod filter;
 pub mod first_stage;
 pub mod fusion;
+pub mod ingest;
 pub mod load;
 pub mod plot;
 pub mod rerank;

@@ -43,6 +43,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         path: String,
     },
+    /// Add or replace documents (the build's input formats) in a writable index, in batches
+    /// on one UpsertStream call; prints the documents acknowledged (logged and fsynced).
+    Upsert(Box<crate::upsert::UpsertArgs>),
     /// Delete documents by id (tombstones persisted by the server before it answers).
     Delete {
         /// The server.
@@ -294,6 +297,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ids,
             batch_size,
         } => delete(&server, &ids, batch_size).await,
+        Command::Upsert(args) => {
+            let docs = args.docs.clone();
+            let reply = crate::upsert::run(*args).await?;
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                crate::upsert::summary(&reply, &docs)
+            )?;
+            Ok(())
+        }
     }
 }
 
@@ -366,6 +379,7 @@ pub fn info_summary(info: &IndexInfo) -> String {
         ),
         ("checksums", info.checksums.clone()),
         ("segments", segments_summary(info)),
+        ("writes", writes_summary(info)),
         ("attributes", attributes),
         ("first stage", first_stage),
         (
@@ -519,7 +533,39 @@ pub fn info_json(info: &IndexInfo) -> serde_json::Value {
         "uptime_seconds": info.uptime_seconds,
         "index_loaded_seconds_ago": info.index_loaded_seconds_ago,
         "segments": segments,
+        "writes": info.writes.as_ref().map(|w| serde_json::json!({
+            "writable": w.writable,
+            "reason": w.reason,
+            "logged_seq": w.logged_seq,
+            "visible_seq": w.visible_seq,
+            "sealed_seq": w.sealed_seq,
+            "wal_bytes": w.wal_bytes,
+            "unsealed_docs": w.unsealed_docs,
+            "refresh_interval_s": w.refresh_interval_s,
+            "seal_docs": w.seal_docs,
+            "seal_bytes": w.seal_bytes,
+        })),
     })
+}
+
+/// Whether the server takes writes, and where they stand.
+fn writes_summary(info: &IndexInfo) -> String {
+    match &info.writes {
+        Some(w) if w.writable => format!(
+            "writable; log sequence {} logged, {} searchable, {} sealed; log {}; {} documents \
+             not sealed (refresh every {} s, seal at {} documents or {})",
+            w.logged_seq,
+            w.visible_seq,
+            w.sealed_seq,
+            bytes(w.wal_bytes),
+            w.unsealed_docs,
+            w.refresh_interval_s,
+            w.seal_docs,
+            bytes(w.seal_bytes)
+        ),
+        Some(w) => format!("refused: {}", w.reason),
+        None => "refused (the server predates live writes)".to_string(),
+    }
 }
 
 /// The index's segments: their count, and for several, each one's documents and first stage.
@@ -914,7 +960,7 @@ mod tests {
         assert_eq!(json["segments"][1]["name"], "seg-000001");
         assert_eq!(json["segments"][1]["first_stage"], "exact");
         // One key per proto field.
-        assert_eq!(json.as_object().unwrap().len(), 43);
+        assert_eq!(json.as_object().unwrap().len(), 44);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod filters;
 pub mod queries;
 pub mod trec;
+pub mod upsert;
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::{
     DeleteRequest, DeleteResponse, GetIndexInfoRequest, IndexInfo, ReloadIndexRequest,
     ReloadIndexResponse, SearchBatchRequest, SearchRequest, SearchResponse, SearchStreamResponse,
+    UpsertRequest, UpsertResponse,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -131,6 +133,23 @@ impl TandemClient {
     /// Deletes documents by external id (Admin/Delete); unknown ids come back in the answer.
     pub async fn delete(&mut self, ids: Vec<String>) -> Result<DeleteResponse, tonic::Status> {
         Ok(self.admin.delete(DeleteRequest { ids }).await?.into_inner())
+    }
+
+    /// Adds or replaces one batch of documents (Admin/Upsert).
+    pub async fn upsert(
+        &mut self,
+        request: UpsertRequest,
+    ) -> Result<UpsertResponse, tonic::Status> {
+        Ok(self.admin.upsert(request).await?.into_inner())
+    }
+
+    /// Sends batches of documents on one Admin/UpsertStream call (bulk loads); the answer
+    /// counts them all.
+    pub async fn upsert_stream(
+        &mut self,
+        batches: impl tokio_stream::Stream<Item = UpsertRequest> + Send + 'static,
+    ) -> Result<UpsertResponse, tonic::Status> {
+        Ok(self.admin.upsert_stream(batches).await?.into_inner())
     }
 
     /// Runs one query.

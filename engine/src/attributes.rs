@@ -62,7 +62,8 @@ impl Kind {
         }
     }
 
-    fn of(value: &AttrValue) -> Kind {
+    /// The kind of a value.
+    pub fn of(value: &AttrValue) -> Kind {
         match value {
             AttrValue::Int(_) => Kind::Integer,
             AttrValue::Str(_) | AttrValue::List(_) => Kind::Keyword,

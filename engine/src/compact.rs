@@ -77,9 +77,123 @@ pub fn compact(
 ) -> Result<CompactSummary> {
     let started = Instant::now();
     let index = Index::open_with(src, Verify::Full)?;
+    let sources: Vec<Source<'_>> = index
+        .segment_names()
+        .iter()
+        .zip(index.segments())
+        .map(|(name, segment)| Source {
+            segment,
+            dir: src.join(name),
+        })
+        .collect();
+    let in_place = out == src || std::fs::canonicalize(out).ok() == std::fs::canonicalize(src).ok();
+    let vocab: Vec<String> = (0..index.vocab_size() as u32)
+        .map(|t| index.term(t).unwrap_or_default().to_string())
+        .collect();
+    let primary = index.primary().manifest();
+    let doc_count = index.doc_count();
+    let dropped_of = |kept: u64| doc_count as u64 - kept;
+    let kept: u64 = sources.iter().map(|s| s.segment.live_count()).sum();
+    if kept == 0 {
+        return Err(Error::bad_input(
+            src.display().to_string(),
+            "every document is deleted; an index needs at least one",
+        ));
+    }
+    let mut build_parameters = primary.build_parameters.clone();
+    build_parameters.remove("segment");
+    build_parameters.insert(
+        "compacted_from".to_string(),
+        format!(
+            "{} ({} documents in {} segment(s), {} deleted dropped)",
+            src.display(),
+            doc_count,
+            sources.len(),
+            dropped_of(kept)
+        ),
+    );
+    let merged = merge(
+        &sources,
+        &Merging {
+            vocab: &vocab,
+            approx: primary.approx.as_ref(),
+            template: primary,
+            build_parameters,
+        },
+        (out, overwrite || in_place),
+        progress,
+    )?;
+    // Refuse to drop deletes that arrived while compacting.
+    for (source, seen) in sources.iter().zip(&merged.deleted) {
+        let now = Tombstones::open(&source.dir, source.segment.doc_count() as u32)?.current();
+        if &now != seen {
+            return Err(Error::bad_input(
+                src.display().to_string(),
+                "documents were deleted while compacting; run compact again",
+            ));
+        }
+    }
+    let kept = merged.manifest.doc_count;
+    drop(sources);
+    drop(index);
+    let dir = merged.staging.commit(merged.manifest)?;
+    Ok(CompactSummary {
+        dir,
+        kept,
+        dropped: dropped_of(kept),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A segment to merge, and its directory.
+pub struct Source<'a> {
+    /// The open segment.
+    pub segment: &'a Segment,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// What a merge writes besides the documents.
+pub struct Merging<'a> {
+    /// The vocabulary of the merged segment: every source's is a prefix of it.
+    pub vocab: &'a [String],
+    /// Rebuild the approximate first stage with these parameters and query defaults (`None`:
+    /// exact only).
+    pub approx: Option<&'a ApproxManifest>,
+    /// The manifest the merged one copies its format, codec and dim from.
+    pub template: &'a Manifest,
+    /// The merged segment's build parameters.
+    pub build_parameters: std::collections::BTreeMap<String, String>,
+}
+
+/// A merged segment, written into its staging directory but not committed yet.
+pub struct Merged {
+    /// The staging directory; [`StagingDir::commit`] with `manifest` publishes it.
+    pub staging: StagingDir,
+    /// Its manifest (files are recorded at commit).
+    pub manifest: Manifest,
+    /// Per source, the documents it kept (local ids, ascending): document `kept[i][j]` of
+    /// source `i` is document `sum(kept[..i].len()) + j` of the merged segment.
+    pub kept: Vec<Vec<u32>>,
+    /// Per source, the tombstones the merge saw (deletes after them are not in the merge).
+    pub deleted: Vec<std::sync::Arc<roaring::RoaringBitmap>>,
+}
+
+/// Merges `sources`, in order, without their deleted documents, into one segment staged at
+/// `out` (replacing an existing `out` with `overwrite` once committed): posting lists filtered
+/// and concatenated, token vectors copied in their stored codec byte for byte, attributes
+/// remapped and merged, document token strings re-interned, the approximate first stage rebuilt
+/// as `merging` says. Sources stored with the PQ codec must share one codebook.
+pub fn merge(
+    sources: &[Source<'_>],
+    merging: &Merging<'_>,
+    (out, overwrite): (&Path, bool),
+    progress: &dyn Progress,
+) -> Result<Merged> {
     let mut parts = Vec::new();
     let mut next = 0u32;
-    for (name, segment) in index.segment_names().iter().zip(index.segments()) {
+    for source in sources {
+        let segment = source.segment;
         let deleted = segment.tombstones().current();
         let doc_count = segment.doc_count();
         let kept: Vec<u32> = (0..doc_count as u32)
@@ -92,42 +206,36 @@ pub fn compact(
         }
         parts.push(Part {
             segment,
-            dir: src.join(name),
+            dir: source.dir.clone(),
             deleted,
             kept,
             renumber,
         });
     }
-    let kept_count = next as usize;
-    let doc_count = index.doc_count();
-    let dropped = doc_count as u64 - kept_count as u64;
-    if kept_count == 0 {
-        return Err(Error::bad_input(
-            src.display().to_string(),
-            "every document is deleted; an index needs at least one",
+    if parts.is_empty() {
+        return Err(Error::invalid(
+            "segments",
+            "a merge needs at least one segment",
         ));
     }
-    let primary = index.primary().manifest();
-    let codec = Codec::from_name(&primary.vector_codec).ok_or_else(|| {
+    let kept_count = next as usize;
+    let template = merging.template;
+    let codec = Codec::from_name(&template.vector_codec).ok_or_else(|| {
         Error::corrupt(
-            src,
-            format!("vector codec `{}` is not supported", primary.vector_codec),
+            &parts[0].dir,
+            format!("vector codec `{}` is not supported", template.vector_codec),
         )
     })?;
     if codec == Codec::Pq {
         same_codebook(&parts)?;
     }
-    let in_place = out == src || std::fs::canonicalize(out).ok() == std::fs::canonicalize(src).ok();
-    let mut staging = StagingDir::create(out, overwrite || in_place)?;
-    progress.start("compact", 4);
+    let mut staging = StagingDir::create(out, overwrite)?;
+    progress.start("merge", 4);
 
-    let vocab_size = index.vocab_size();
-    let vocab: Vec<String> = (0..vocab_size as u32)
-        .map(|t| index.term(t).unwrap_or_default().to_string())
-        .collect();
+    let vocab_size = merging.vocab.len();
     write_strings(
         &mut staging,
-        &vocab,
+        merging.vocab,
         "vocab",
         files::VOCAB_OFFSETS,
         files::VOCAB_BYTES,
@@ -186,8 +294,8 @@ pub fn compact(
     put(&mut staging, files::POSTINGS_WEIGHTS, &post_weights)?;
     progress.advance(1);
 
-    let approx = match &primary.approx {
-        Some(settings) => {
+    let approx = match merging.approx {
+        Some(settings) if kept_count > 0 => {
             // Document rows (term ids ascending) from the filtered posting lists.
             let mut doc_offsets = vec![0u64; kept_count + 1];
             for &d in &post_docs {
@@ -227,14 +335,17 @@ pub fn compact(
                 ..settings.clone()
             })
         }
-        None => None,
+        _ => None,
     };
     progress.advance(1);
 
     let mut new_offsets = vec![0u64];
     let mut new_padded = vec![0u64];
-    let mut strings = index.has_doc_tokens().then(Interner::default);
-    let dim = index.dim();
+    let mut strings = parts
+        .iter()
+        .all(|p| p.segment.doc_token_strings().is_some())
+        .then(Interner::default);
+    let dim = template.dim as usize;
     let mut f16_values: Vec<f16> = Vec::new();
     let mut i8_values: Vec<i8> = Vec::new();
     let mut f32_scales: Vec<f32> = Vec::new();
@@ -305,19 +416,7 @@ pub fn compact(
     progress.advance(1);
     progress.finish();
 
-    let mut build_parameters = primary.build_parameters.clone();
-    build_parameters.remove("segment");
-    build_parameters.insert(
-        "compacted_from".to_string(),
-        format!(
-            "{} ({} documents in {} segment(s), {} deleted dropped)",
-            src.display(),
-            doc_count,
-            parts.len(),
-            dropped
-        ),
-    );
-    let new_manifest = Manifest {
+    let manifest = Manifest {
         created_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -326,29 +425,17 @@ pub fn compact(
         vocab_size: vocab_size as u64,
         token_count,
         posting_count: post_docs.len() as u64,
-        build_parameters,
+        build_parameters: merging.build_parameters.clone(),
         approx,
         files: Default::default(),
-        ..primary.clone()
+        ..template.clone()
     };
-    // Refuse to drop deletes that arrived while compacting.
-    for part in &parts {
-        let now = Tombstones::open(&part.dir, part.segment.doc_count() as u32)?.current();
-        if now != part.deleted {
-            return Err(Error::bad_input(
-                src.display().to_string(),
-                "documents were deleted while compacting; run compact again",
-            ));
-        }
-    }
-    drop(parts);
-    drop(index);
-    let dir = staging.commit(new_manifest)?;
-    Ok(CompactSummary {
-        dir,
-        kept: kept_count as u64,
-        dropped,
-        seconds: started.elapsed().as_secs_f64(),
+    let (kept, deleted) = parts.into_iter().map(|p| (p.kept, p.deleted)).unzip();
+    Ok(Merged {
+        staging,
+        manifest,
+        kept,
+        deleted,
     })
 }
 

@@ -14,19 +14,20 @@ use crate::error::{Error, Result};
 use crate::format::files;
 use crate::format::segments::{self, SegmentList};
 use crate::params::FirstStage;
-use crate::pipeline::{Limits, Query, SearchOutput, SearchParams, Segments};
+use crate::pipeline::{Limits, Members, Query, SearchOutput, SearchParams, Segments};
 use crate::segment::{DeleteOutcome, Segment, Verify};
 use crate::topk::Scored;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// An open, validated index: its segments, in order. Share it behind an `Arc`.
 pub struct Index {
     dir: PathBuf,
     /// Each segment's directory name; empty for a single-segment directory.
     names: Vec<String>,
-    segments: Vec<Segment>,
+    segments: Vec<Arc<Segment>>,
     /// The index-wide id of each segment's first document.
     bases: Vec<u32>,
     doc_count: usize,
@@ -58,10 +59,22 @@ impl Index {
         }
         if !list_path.exists() {
             let segment = Segment::open_with(dir, verify)?;
-            return Index::assemble(dir, vec![String::new()], vec![segment]);
+            return Index::assemble(dir, vec![String::new()], vec![Arc::new(segment)], true);
         }
         let list = SegmentList::read(&list_path)?;
-        let mut names = Vec::with_capacity(list.segments.len());
+        let opened = Index::open_listed(dir, &list, verify)?;
+        let names = list.segments.iter().map(|e| e.name.clone()).collect();
+        Index::assemble(dir, names, opened, true)
+    }
+
+    /// Opens the segments `list` names in `dir`, in order, checking each one's document count
+    /// against the list.
+    pub fn open_listed(
+        dir: &Path,
+        list: &SegmentList,
+        verify: Verify,
+    ) -> Result<Vec<Arc<Segment>>> {
+        let list_path = dir.join(segments::FILE);
         let mut opened = Vec::with_capacity(list.segments.len());
         for entry in &list.segments {
             let segment = Segment::open_with(&dir.join(&entry.name), verify)?;
@@ -76,13 +89,35 @@ impl Index {
                     ),
                 ));
             }
-            names.push(entry.name.clone());
-            opened.push(segment);
+            opened.push(Arc::new(segment));
         }
-        Index::assemble(dir, names, opened)
+        Ok(opened)
     }
 
-    fn assemble(dir: &Path, names: Vec<String>, segments: Vec<Segment>) -> Result<Index> {
+    /// The index of `segments` (named `names`, in the directory `dir`), already open: how a
+    /// writer publishes a new view of an index whose segments it shares with the views before.
+    /// The segments must agree as [`Index::open_with`] checks (dim, codec, vocabularies); that
+    /// no external id is live in two of them is the writer's to keep (not checked again).
+    pub fn from_segments(
+        dir: &Path,
+        names: Vec<String>,
+        segments: Vec<Arc<Segment>>,
+    ) -> Result<Index> {
+        if segments.is_empty() || names.len() != segments.len() {
+            return Err(Error::invalid(
+                "segments",
+                "an index needs at least one segment, each named",
+            ));
+        }
+        Index::assemble(dir, names, segments, false)
+    }
+
+    fn assemble(
+        dir: &Path,
+        names: Vec<String>,
+        segments: Vec<Arc<Segment>>,
+        check: bool,
+    ) -> Result<Index> {
         let list_path = dir.join(segments::FILE);
         let first = &segments[0];
         let mut bases = Vec::with_capacity(segments.len());
@@ -117,8 +152,47 @@ impl Index {
         let vocab_from = (0..segments.len())
             .max_by_key(|&i| (segments[i].vocab_size(), std::cmp::Reverse(i)))
             .unwrap_or(0);
+        // The largest segment with an approximate first stage, else the largest.
+        let primary = (0..segments.len())
+            .max_by_key(|&i| {
+                (
+                    segments[i].approx().is_some(),
+                    segments[i].doc_count(),
+                    std::cmp::Reverse(i),
+                )
+            })
+            .unwrap_or(0);
+        let attribute_kinds = (segments.len() > 1).then(|| {
+            segments
+                .iter()
+                .filter_map(|s| s.attributes())
+                .flat_map(|a| a.kinds().map(|(name, kind)| (name.to_string(), kind)))
+                .collect()
+        });
+        let index = Index {
+            dir: dir.to_path_buf(),
+            names,
+            segments,
+            bases,
+            doc_count: doc_count as usize,
+            vocab_from,
+            primary,
+            attribute_kinds,
+        };
+        if check {
+            index.check()?;
+        }
+        Ok(index)
+    }
+
+    /// Checks that the segments agree: every vocabulary is a prefix of the longest one (a term
+    /// id means one term everywhere), and no external id is live in two segments (queries would
+    /// return it twice). [`Index::open_with`] runs it.
+    pub fn check(&self) -> Result<()> {
+        let list_path = self.dir.join(segments::FILE);
+        let (names, segments, vocab_from) = (&self.names, &self.segments, self.vocab_from);
         let longest = &segments[vocab_from];
-        for (name, segment) in names.iter().zip(&segments) {
+        for (name, segment) in names.iter().zip(segments.iter()) {
             if let Some(term) =
                 (0..segment.vocab_size() as u32).find(|&t| segment.term(t) != longest.term(t))
             {
@@ -133,32 +207,10 @@ impl Index {
                 ));
             }
         }
-        let primary = (0..segments.len())
-            .max_by_key(|&i| (segments[i].doc_count(), std::cmp::Reverse(i)))
-            .unwrap_or(0);
-        let attribute_kinds = (segments.len() > 1).then(|| {
-            segments
-                .iter()
-                .filter_map(Segment::attributes)
-                .flat_map(|a| a.kinds().map(|(name, kind)| (name.to_string(), kind)))
-                .collect()
-        });
-        let index = Index {
-            dir: dir.to_path_buf(),
-            names,
-            segments,
-            bases,
-            doc_count: doc_count as usize,
-            vocab_from,
-            primary,
-            attribute_kinds,
-        };
-        index.check_ids_unique()?;
-        Ok(index)
+        self.check_ids_unique()
     }
 
-    /// Refuses an external id held by documents of two segments that are both live: queries
-    /// would return it twice.
+    /// Refuses an external id held by documents of two segments that are both live.
     fn check_ids_unique(&self) -> Result<()> {
         if self.segments.len() < 2 {
             return Ok(());
@@ -185,7 +237,7 @@ impl Index {
     /// The segments searched as one (see [`Segments`]).
     pub fn view(&self) -> Segments<'_> {
         Segments {
-            segments: &self.segments,
+            segments: Members::Shared(&self.segments),
             bases: &self.bases,
             vocab_size: self.vocab_size(),
             dim: self.dim(),
@@ -226,7 +278,7 @@ impl Index {
     }
 
     /// The segments, in order.
-    pub fn segments(&self) -> &[Segment] {
+    pub fn segments(&self) -> &[Arc<Segment>] {
         &self.segments
     }
 
@@ -237,7 +289,8 @@ impl Index {
     }
 
     /// The segment whose build settings (first-stage defaults, calibration, build parameters)
-    /// speak for the index: the one with the most documents.
+    /// speak for the index: the one with the most documents among those with an approximate
+    /// first stage (if any has one).
     pub fn primary(&self) -> &Segment {
         &self.segments[self.primary]
     }
@@ -292,7 +345,7 @@ impl Index {
 
     /// Bytes of all files of all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(Segment::size_bytes).sum()
+        self.segments.iter().map(|s| s.size_bytes()).sum()
     }
 
     /// Bytes of stored token vectors over all segments.
@@ -337,7 +390,7 @@ impl Index {
             None => self
                 .segments
                 .iter()
-                .filter_map(Segment::attributes)
+                .filter_map(|s| s.attributes())
                 .flat_map(|a| a.kinds().map(|(name, kind)| (name.to_string(), kind)))
                 .collect(),
         }

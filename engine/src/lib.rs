@@ -28,15 +28,19 @@ pub mod format;
 pub mod fusion;
 pub mod index;
 pub mod kernels;
+pub mod live;
 pub mod maxsim;
 pub mod segment;
-// Memory maps, `madvise`, `mincore` and cache-line prefetches: the engine's only `unsafe` outside
-// the SIMD kernels, each block with its `// SAFETY:` argument.
+// Memory maps, `madvise`, `mincore` and cache-line prefetches: with `priority`, the engine's only
+// `unsafe` outside the SIMD kernels, each block with its `// SAFETY:` argument.
 #[allow(unsafe_code)]
 mod mmap;
 pub mod params;
 pub mod pipeline;
 pub mod pq;
+// A thread's CPU priority: one system call, with its `// SAFETY:` argument.
+#[allow(unsafe_code)]
+pub mod priority;
 pub mod sparse;
 pub mod tokens;
 pub mod tombstones;

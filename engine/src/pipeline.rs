@@ -16,6 +16,7 @@ use crate::segment::Segment;
 use crate::topk::{Scored, TopK};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::params::FirstStage;
@@ -163,13 +164,50 @@ pub struct SearchOutput {
     pub explanations: Vec<Explanation>,
 }
 
-/// Segments searched as one index: the documents of `segments[i]` have the index-wide ids
+/// The segments of a [`Segments`] view: one borrowed segment, or an index's shared ones.
+#[derive(Clone, Copy)]
+pub enum Members<'a> {
+    /// A single segment on its own.
+    One(&'a Segment),
+    /// An index's segments, shared with the snapshots that hold them.
+    Shared(&'a [Arc<Segment>]),
+}
+
+impl<'a> Members<'a> {
+    /// How many segments.
+    pub fn len(&self) -> usize {
+        match self {
+            Members::One(_) => 1,
+            Members::Shared(all) => all.len(),
+        }
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Segment `i`.
+    pub fn get(&self, i: usize) -> Option<&'a Segment> {
+        match self {
+            Members::One(one) => (i == 0).then_some(*one),
+            Members::Shared(all) => all.get(i).map(|s| &**s),
+        }
+    }
+
+    /// The segments in order.
+    pub fn iter(self) -> impl Iterator<Item = &'a Segment> {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+}
+
+/// Segments searched as one index: the documents of segment `i` have the index-wide ids
 /// `bases[i] + local id`, so ids follow segment order and ties between equal scores break the
 /// same way as in one segment holding the same documents in the same order.
 #[derive(Clone, Copy)]
 pub struct Segments<'a> {
     /// The segments, in order.
-    pub segments: &'a [Segment],
+    pub segments: Members<'a>,
     /// The index-wide id of each segment's first document (ascending, one per segment).
     pub bases: &'a [u32],
     /// Terms of the index: every segment's vocabulary is a prefix of the longest one.
@@ -185,7 +223,7 @@ impl<'a> Segments<'a> {
     /// One segment on its own.
     pub fn one(segment: &'a Segment) -> Segments<'a> {
         Segments {
-            segments: std::slice::from_ref(segment),
+            segments: Members::One(segment),
             bases: &[0],
             vocab_size: segment.vocab_size(),
             dim: segment.dim(),
@@ -200,7 +238,7 @@ impl<'a> Segments<'a> {
             .partition_point(|&base| base <= doc)
             .checked_sub(1)?;
         let segment = self.segments.get(at)?;
-        let local = doc - self.bases[at];
+        let local = doc - self.bases.get(at)?;
         ((local as usize) < segment.doc_count()).then_some((segment, local))
     }
 
@@ -410,7 +448,7 @@ impl<'a> Segments<'a> {
         stage: &FirstStage,
     ) -> Result<Vec<Scored>> {
         let terms: Vec<(u32, f32)> = query.terms.iter().copied().filter(|t| t.1 > 0.0).collect();
-        if let [segment] = self.segments {
+        if let (1, Some(segment)) = (self.segments.len(), self.segments.get(0)) {
             let admit = segment.admit(&query.filter)?;
             return segment.first_stage_admitted(&terms, kappa, stage, &admit);
         }

@@ -299,6 +299,14 @@ impl TokenStore {
         self.dim
     }
 
+    /// The PQ codebook, when stored with the PQ codec.
+    pub fn codebook(&self) -> Option<&Codebook> {
+        match &self.storage {
+            Storage::Pq { codebook, .. } => Some(codebook),
+            _ => None,
+        }
+    }
+
     /// The token range of `doc`: its rows in the build's input (and its positions in any
     /// per-token file), without padding; `None` for an id past the end.
     pub fn token_range(&self, doc: u32) -> Option<std::ops::Range<usize>> {

@@ -17,6 +17,7 @@ use crate::format::staging::sync_path;
 use roaring::RoaringBitmap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -37,6 +38,8 @@ pub struct Tombstones {
     current: RwLock<Arc<RoaringBitmap>>,
     /// One persist at a time (a delete reads, extends and writes the whole set).
     writing: Mutex<()>,
+    /// Deletes were marked in memory ([`Tombstones::mark`]) since the file was last written.
+    dirty: AtomicBool,
 }
 
 impl Tombstones {
@@ -54,6 +57,7 @@ impl Tombstones {
             doc_count,
             current: RwLock::new(Arc::new(bitmap)),
             writing: Mutex::new(()),
+            dirty: AtomicBool::new(false),
         })
     }
 
@@ -116,6 +120,45 @@ impl Tombstones {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
         Ok(added)
+    }
+}
+
+impl Tombstones {
+    /// Marks `docs` deleted in memory only (ids past the segment are ignored); returns how
+    /// many were not deleted before. For a live writer, whose write-ahead log holds the deletes
+    /// until [`Tombstones::persist`] writes them.
+    pub fn mark(&self, docs: impl IntoIterator<Item = u32>) -> u64 {
+        let _one_at_a_time = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = self.current();
+        let mut next = (*before).clone();
+        next.extend(docs.into_iter().filter(|&d| d < self.doc_count));
+        let added = next.len() - before.len();
+        if added > 0 {
+            self.dirty.store(true, Ordering::Release);
+            *self
+                .current
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        }
+        added
+    }
+
+    /// Writes the deletes [`Tombstones::mark`] made since the last write to the file
+    /// (atomically, as [`Tombstones::delete`] does); nothing when there are none.
+    pub fn persist(&self) -> Result<()> {
+        let _one_at_a_time = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        write(&self.path, self.doc_count, &self.current())?;
+        self.dirty.store(false, Ordering::Release);
+        Ok(())
     }
 }
 

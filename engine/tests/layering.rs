@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["error", "topk", "kernels"]),
     (
         "shared vocabulary, the OS boundary",
-        &["admit", "params", "expr", "fusion", "mmap"],
+        &["admit", "params", "expr", "fusion", "mmap", "priority"],
     ),
     ("on-disk format, codecs", &["format", "pq", "attributes"]),
     (
@@ -46,6 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "tools over the index",
         &["build", "compact", "weight_table", "encoders"],
     ),
+    ("live writes: log, refresh, seal, merge", &["live"]),
 ];
 
 /// The layer (0-based position in [`LAYERS`]) of top-level module `name`.

@@ -32,6 +32,32 @@ pub struct Cli {
 pub enum Command {
     /// Build an index from documents (JSONL), token vectors and token counts (.npy).
     Build(Box<BuildArgs>),
+    /// Create an empty index that a server can serve and fill with live writes (Upsert,
+    /// `tandem upsert`).
+    Create {
+        /// Dimensions per token vector.
+        #[arg(long)]
+        dim: usize,
+        /// A fixed vocabulary, one term per line (id = line − 1): documents with other terms
+        /// are refused. Without it, the vocabulary grows with the documents written.
+        #[arg(long, value_name = "FILE")]
+        vocab: Option<PathBuf>,
+        /// How token vectors are stored: `f16` or `int8` (`pq` needs vectors to train its
+        /// codebook: build the first documents with `tandem-index build --codec pq
+        /// --segment-docs N` instead).
+        #[arg(long, value_parser = ["f16", "int8", "pq"], default_value = "f16")]
+        codec: String,
+        /// The first stage of the segments the server seals and merges: `approx` (built with
+        /// the default parameters) or `exact`.
+        #[arg(long, value_parser = ["approx", "exact"], default_value = "approx")]
+        first_stage: String,
+        /// The index directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print an index's manifest and statistics.
     Inspect {
         /// The index directory.
@@ -192,10 +218,23 @@ pub fn is_closed_stdout(error: &anyhow::Error) -> bool {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build(*args),
+        Command::Create {
+            dim,
+            vocab,
+            codec,
+            first_stage,
+            out,
+            force,
+        } => create(dim, vocab.as_deref(), &codec, &first_stage, &out, force),
         Command::Inspect { dir } => inspect(&dir),
         Command::Verify { dir } => verify(&dir),
         Command::WeightTable { index, out } => weight_table(&index, &out),
         Command::Compact { dir, out, force } => {
+            anyhow::ensure!(
+                out.is_some() || !dir.join(tandem_engine::live::wal::DIR).exists(),
+                "{} takes live writes (it has a write-ahead log): the server serving it merges its segments as it goes; compacting it in place would drop the writes not yet sealed. Give --out DIR to write its sealed segments elsewhere",
+                dir.display()
+            );
             let out = out.unwrap_or_else(|| dir.clone());
             let summary = compact(&dir, &out, force, &progress::Bar::new())
                 .with_context(|| format!("cannot compact {}", dir.display()))?;
@@ -211,6 +250,60 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tandem-index create`.
+fn create(
+    dim: usize,
+    vocab: Option<&std::path::Path>,
+    codec: &str,
+    first_stage: &str,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    let vocab = match vocab {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let terms: Vec<String> = text.lines().map(str::to_string).collect();
+            let mut seen = std::collections::HashSet::new();
+            for (i, term) in terms.iter().enumerate() {
+                anyhow::ensure!(!term.is_empty(), "{}:{}: empty term", path.display(), i + 1);
+                anyhow::ensure!(
+                    seen.insert(term.as_str()),
+                    "{}:{}: term {term:?} appears twice",
+                    path.display(),
+                    i + 1
+                );
+            }
+            Some(terms)
+        }
+        None => None,
+    };
+    let config = tandem_engine::live::create::CreateConfig {
+        dim,
+        codec: Codec::from_name(codec).with_context(|| format!("--codec {codec}: not a codec"))?,
+        vocab,
+        first_stage: (first_stage == "approx").then(|| {
+            tandem_engine::format::segments::SealStage {
+                build: ApproxBuildParams::default(),
+                query_defaults: tandem_engine::approx::ApproxQueryParams::default(),
+            }
+        }),
+    };
+    let dir = tandem_engine::live::create::create(&config, out, force)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    writeln!(
+        std::io::stdout(),
+        "created {}: an empty index of {dim}-d {codec} token vectors ({}); serve it with `tandem-server --index {}` and write with `tandem upsert`",
+        dir.display(),
+        match &config.vocab {
+            Some(v) => format!("fixed vocabulary of {} terms", v.len()),
+            None => "vocabulary grows with the documents".to_string(),
+        },
+        dir.display()
+    )?;
+    Ok(())
 }
 
 fn weight_table(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {

@@ -9,12 +9,16 @@
 use crate::service::index_info;
 use crate::state::Shared;
 use crate::status::to_status;
+use crate::writes;
 use anyhow::Context;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use tandem_proto::v1::admin_server::Admin;
-use tandem_proto::v1::{DeleteRequest, DeleteResponse, ReloadIndexRequest, ReloadIndexResponse};
-use tonic::{Request, Response, Status};
+use tandem_proto::v1::{
+    DeleteRequest, DeleteResponse, ReloadIndexRequest, ReloadIndexResponse, UpsertRequest,
+    UpsertResponse,
+};
+use tonic::{Request, Response, Status, Streaming};
 
 /// The directory ReloadIndex may load from: a path must name a directory under it, and still
 /// be under it once `..` and symlinks are resolved.
@@ -148,6 +152,9 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        if self.shared.options.writes.read_only {
+            return counted(&self.shared, "Delete", Err(read_only()));
+        }
         let ids = request.into_inner().ids;
         let requested = ids.len();
         let max = self.shared.options.max_delete_ids;
@@ -181,6 +188,22 @@ impl Admin for AdminService {
         };
         counted(&self.shared, "Delete", result)
     }
+
+    async fn upsert(
+        &self,
+        request: Request<UpsertRequest>,
+    ) -> Result<Response<UpsertResponse>, Status> {
+        let result = self.upsert_one(request.into_inner()).await;
+        counted(&self.shared, "Upsert", result)
+    }
+
+    async fn upsert_stream(
+        &self,
+        request: Request<Streaming<UpsertRequest>>,
+    ) -> Result<Response<UpsertResponse>, Status> {
+        let result = self.upsert_many(request.into_inner()).await;
+        counted(&self.shared, "UpsertStream", result)
+    }
 }
 
 /// Counts a finished call of `method` in the metrics and wraps its answer.
@@ -194,6 +217,58 @@ fn counted<T>(
         .map_or_else(Status::code, |_| tonic::Code::Ok);
     shared.metrics.count(method, code);
     result.map(Response::new)
+}
+
+/// FAILED_PRECONDITION for a write to a server started with `--read-only`.
+fn read_only() -> Status {
+    Status::failed_precondition("writes are refused: this server was started with --read-only")
+}
+
+impl AdminService {
+    /// The writable index, or FAILED_PRECONDITION saying why there is none.
+    fn writable(&self) -> Result<Arc<tandem_engine::live::LiveIndex>, Status> {
+        if self.shared.options.writes.read_only {
+            return Err(read_only());
+        }
+        self.shared.live().cloned()
+    }
+
+    async fn upsert_one(&self, request: UpsertRequest) -> Result<UpsertResponse, Status> {
+        let live = self.writable()?;
+        let wait = request.wait_for_visible;
+        let outcome = writes::upsert_batch(&self.shared, &live, request, "").await?;
+        if wait {
+            writes::wait_visible(&live, outcome.seq).await?;
+        }
+        Ok(UpsertResponse {
+            acknowledged: outcome.acknowledged,
+            replaced: outcome.replaced,
+            batches: 1,
+            seq: outcome.seq,
+        })
+    }
+
+    async fn upsert_many(
+        &self,
+        mut stream: Streaming<UpsertRequest>,
+    ) -> Result<UpsertResponse, Status> {
+        let live = self.writable()?;
+        let mut total = UpsertResponse::default();
+        let mut wait = false;
+        while let Some(request) = stream.message().await? {
+            wait |= request.wait_for_visible;
+            let prefix = format!("batches[{}].", total.batches);
+            let outcome = writes::upsert_batch(&self.shared, &live, request, &prefix).await?;
+            total.acknowledged += outcome.acknowledged;
+            total.replaced += outcome.replaced;
+            total.batches += 1;
+            total.seq = outcome.seq;
+        }
+        if wait && total.batches > 0 {
+            writes::wait_visible(&live, total.seq).await?;
+        }
+        Ok(total)
+    }
 }
 
 /// What the main listener answers Admin calls with when Admin has its own listener
@@ -222,6 +297,20 @@ impl Admin for Elsewhere {
         &self,
         _request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        Err(Elsewhere::refusal())
+    }
+
+    async fn upsert(
+        &self,
+        _request: Request<UpsertRequest>,
+    ) -> Result<Response<UpsertResponse>, Status> {
+        Err(Elsewhere::refusal())
+    }
+
+    async fn upsert_stream(
+        &self,
+        _request: Request<Streaming<UpsertRequest>>,
+    ) -> Result<Response<UpsertResponse>, Status> {
         Err(Elsewhere::refusal())
     }
 }

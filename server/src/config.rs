@@ -76,10 +76,39 @@ pub struct ServeOptions {
     pub index_root: Option<PathBuf>,
     /// Most ids in one Delete call.
     pub max_delete_ids: usize,
+    /// Live writes: read-only, refresh and seal settings, batch limit.
+    pub writes: WriteOptions,
     /// Serve TLS with this certificate chain and key (`None`: plaintext).
     pub tls: Option<TlsFiles>,
     /// The encoders of text queries (none by default).
     pub encoders: EncoderSettings,
+}
+
+/// How the server takes live writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOptions {
+    /// Refuse writes; serve a segmented index's sealed segments without replaying its log.
+    pub read_only: bool,
+    /// Seconds between refreshes.
+    pub refresh_interval_s: f64,
+    /// Seal the refresh segments at this many documents …
+    pub seal_docs: u64,
+    /// … or this many bytes of stored token vectors.
+    pub seal_bytes: u64,
+    /// Most documents in one Upsert batch.
+    pub max_upsert_docs: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            read_only: false,
+            refresh_interval_s: 1.0,
+            seal_docs: 100_000,
+            seal_bytes: 1 << 30,
+            max_upsert_docs: 10_000,
+        }
+    }
 }
 
 /// PEM files of the server's TLS identity.
@@ -113,6 +142,7 @@ impl Default for ServeOptions {
             admin_auth: None,
             index_root: None,
             max_delete_ids: 100_000,
+            writes: WriteOptions::default(),
             tls: None,
             encoders: EncoderSettings::none(),
         }
@@ -264,6 +294,26 @@ impl ServeOptions {
         within("--max-streams", self.max_streams, 1, usize::MAX)?;
         within("--stream-window", self.stream_window, 1, MAX_STREAM_WINDOW)?;
         within("--max-delete-ids", self.max_delete_ids, 1, usize::MAX)?;
+        within(
+            "--max-upsert-docs",
+            self.writes.max_upsert_docs,
+            1,
+            usize::MAX,
+        )?;
+        within("--seal-docs", self.writes.seal_docs as usize, 1, usize::MAX)?;
+        within(
+            "--seal-bytes",
+            self.writes.seal_bytes as usize,
+            1,
+            usize::MAX,
+        )?;
+        let refresh = self.writes.refresh_interval_s;
+        require(
+            refresh.is_finite() && (0.001..=3600.0).contains(&refresh),
+            "--refresh-interval",
+            None,
+            || format!("--refresh-interval = {refresh}: must be between 0.001 and 3600 seconds"),
+        )?;
         // Room for [CLS] and [SEP].
         within(
             "--query-max-tokens",

@@ -223,6 +223,12 @@ fn sparse_terms(
 }
 
 fn token_vectors(vectors: v1::TokenVectors) -> Result<QueryVectors> {
+    vector_values(vectors, "query.vectors")
+}
+
+/// The values of token vectors given in any of their three forms, and their declared dim;
+/// errors name `field` (e.g. `query.vectors`).
+pub fn vector_values(vectors: v1::TokenVectors, field: &str) -> Result<QueryVectors> {
     let given = [
         !vectors.values.is_empty(),
         !vectors.f16_le.is_empty(),
@@ -232,26 +238,26 @@ fn token_vectors(vectors: v1::TokenVectors) -> Result<QueryVectors> {
         [true, false, false] => vectors.values,
         [false, true, false] => le_values(
             &vectors.f16_le,
-            "query.vectors.f16_le",
+            &format!("{field}.f16_le"),
             "float16",
             |b: &[u8; 2]| f16::from_le_bytes(*b).to_f32(),
         )?,
         [false, false, true] => le_values(
             &vectors.f32_le,
-            "query.vectors.f32_le",
+            &format!("{field}.f32_le"),
             "float32",
             |b: &[u8; 4]| f32::from_le_bytes(*b),
         )?,
-        [false, false, false] => return Err(Error::invalid("query.vectors", "no values given")),
+        [false, false, false] => return Err(Error::invalid(field, "no values given")),
         _ => {
             return Err(Error::invalid(
-                "query.vectors",
+                field,
                 "set exactly one of `values` (float32), `f16_le` and `f32_le`",
             ))
         }
     };
     if vectors.dim == 0 {
-        return Err(Error::invalid("query.vectors.dim", "must be > 0"));
+        return Err(Error::invalid(format!("{field}.dim"), "must be > 0"));
     }
     Ok(QueryVectors {
         values,

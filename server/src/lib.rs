@@ -21,13 +21,13 @@ pub mod state;
 pub mod status;
 pub mod wire;
 pub mod workers;
+pub mod writes;
 
 use anyhow::Context;
 use config::ServeOptions;
 use state::Shared;
 use std::future::Future;
 use std::sync::Arc;
-use tandem_engine::Index;
 use tandem_proto::v1::admin_server::AdminServer;
 use tandem_proto::v1::search_server::SearchServer;
 use tokio::net::TcpListener;
@@ -50,7 +50,7 @@ pub struct Listeners {
 /// [`admin::reload`]). Options that fail [`ServeOptions::validate`], and an index outside
 /// `options.index_root`, are refused before anything is served.
 pub async fn serve(
-    index: Index,
+    source: impl Into<state::Source>,
     options: ServeOptions,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -58,7 +58,12 @@ pub async fn serve(
     options
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid server options: {e}"))?;
-    let root = admin::IndexRoot::new(options.index_root.as_deref(), index.dir())?;
+    let source = source.into();
+    let (dir, dim) = match &source {
+        state::Source::Static { index, .. } => (index.dir().to_path_buf(), index.dim()),
+        state::Source::Live(live) => (live.dir().to_path_buf(), live.view().dim()),
+    };
+    let root = admin::IndexRoot::new(options.index_root.as_deref(), &dir)?;
     tracing::info!(root = %root.path().display(), "ReloadIndex loads directories under this root");
     let credentials = auth::Credentials {
         search: options.auth.clone(),
@@ -70,13 +75,13 @@ pub async fn serve(
         Some(files) => Some(tls_config(files)?),
         None => None,
     };
-    let encoders = load_encoders(&options, index.dim()).await?;
+    let encoders = load_encoders(&options, dim).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SearchServer<service::SearchService>>()
         .await;
     let mut shared =
-        Shared::new(index, options, health).context("cannot start the query worker threads")?;
+        Shared::new(source, options, health).context("cannot start the query worker threads")?;
     shared.encoders = encoders;
     let shared = Arc::new(shared);
     shared.start_checksums();
@@ -109,6 +114,14 @@ pub async fn serve(
         let _ = stop.send(true);
     });
     tokio::spawn(reload_on_hangup(shared.clone(), when_stopped()));
+    let refreshing = match &shared.writes {
+        state::Writes::Live(live) => Some(tokio::spawn(writes::refresh_loop(
+            shared.clone(),
+            live.clone(),
+            when_stopped(),
+        ))),
+        state::Writes::Refused(_) => None,
+    };
     if shared.options.prefetch {
         tokio::spawn(watch_residency(shared.clone(), when_stopped()));
     }
@@ -161,6 +174,10 @@ pub async fn serve(
     }
     if let Some(metrics) = metrics {
         metrics.await.context("metrics server task failed")??;
+    }
+    // The writer's threads are done (and hold the index no more) before `serve` returns.
+    if let Some(refreshing) = refreshing {
+        refreshing.await.context("refresh task failed")?;
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The `tandem-server` binary: settings (flags, environment, TOML file), then serve.
 
 use anyhow::Context;
+use tandem_engine::live::{LiveIndex, LiveOptions};
 use tandem_engine::Index;
 use tandem_server::settings::{EnvTokens, Resolved, Settings};
+use tandem_server::state::Source;
 use tandem_server::Listeners;
 
 #[tokio::main]
@@ -66,11 +68,45 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     };
     let verify = options.verify;
     let opening = std::time::Instant::now();
-    let index = {
+    let writable =
+        !options.writes.read_only && dir.join(tandem_engine::format::segments::FILE).exists();
+    let source: Source = if writable {
+        let live_options = LiveOptions {
+            seal_docs: options.writes.seal_docs,
+            seal_bytes: options.writes.seal_bytes,
+            verify: verify.at_open(),
+            ..LiveOptions::default()
+        };
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Index::open_with(&dir, verify.at_open())).await??
+        let live =
+            tokio::task::spawn_blocking(move || LiveIndex::open(&dir, live_options)).await??;
+        let status = live.status();
+        tracing::info!(
+            replayed_through = status.visible_seq,
+            sealed_seq = status.sealed_seq,
+            wal_bytes = status.wal_bytes,
+            unsealed_docs = status.unsealed_docs,
+            "writable index recovered: the write-ahead log is replayed"
+        );
+        Source::Live(std::sync::Arc::new(live))
+    } else {
+        let dir = dir.clone();
+        let index =
+            tokio::task::spawn_blocking(move || Index::open_with(&dir, verify.at_open())).await??;
+        if options.writes.read_only {
+            Source::Static {
+                index,
+                reason: "this server was started with --read-only".to_string(),
+            }
+        } else {
+            Source::from(index)
+        }
     };
     let open_ms = opening.elapsed().as_millis();
+    let index = match &source {
+        Source::Static { index, .. } => index,
+        Source::Live(live) => &*live.view(),
+    };
     tracing::info!(
         index = %dir.display(),
         segments = index.segments().len(),
@@ -84,6 +120,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         maxsim_kernel = %tandem_engine::kernels::detect(),
         open_ms,
         checksums = ?verify,
+        writable,
         "index loaded"
     );
     let grpc = tokio::net::TcpListener::bind(&listen)
@@ -137,7 +174,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         });
     }
     tandem_server::serve(
-        index,
+        source,
         options,
         Listeners {
             grpc,

@@ -3,7 +3,8 @@
 //! Counted as calls finish: requests by method and status code, latency histograms per stage
 //! (first stage, rerank, and the whole call as the server saw it), candidates reranked per
 //! query. Read at scrape time: queue depth and running jobs, the served index's document count,
-//! size on disk and how much of its token vectors is resident in memory.
+//! size on disk and how much of its token vectors is resident in memory, and for a writable
+//! index where its writes stand (`tandem_writes{measure=...}`).
 
 use crate::state::Shared;
 use anyhow::Context;
@@ -34,6 +35,15 @@ struct StageLabels {
     stage: String,
 }
 
+/// Labels of the live-write gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    /// What is measured: `logged_seq`, `visible_seq`, `sealed_seq`, `wal_bytes`,
+    /// `unsealed_docs`, `sealed_segments`, `refresh_segments`, `seals`, `merges`,
+    /// `last_seal_seconds`, `last_merge_seconds`.
+    measure: String,
+}
+
 /// Labels of the per-file gauges.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FileLabels {
@@ -61,6 +71,8 @@ pub struct Metrics {
     index_resident_bytes: Gauge,
     index_out_of_service: Gauge,
     file_resident_bytes: Family<FileLabels, Gauge>,
+    /// Live writes, read from the writable index at scrape time (absent otherwise).
+    writes: Family<WriteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Serialises scrapes (the registry is encoded into one buffer).
     scrape: Mutex<()>,
 }
@@ -121,7 +133,16 @@ impl Metrics {
             "Bytes of each file of the served index in the page cache (by file name)",
             file_resident_bytes.clone(),
         );
+        let writes = Family::<WriteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "writes",
+            "Live writes of a writable index by measure: log sequence numbers (logged, visible, \
+             sealed), write-ahead log bytes, documents not sealed yet, sealed and refresh \
+             segments, seals and merges since start and the seconds the last of each took",
+            writes.clone(),
+        );
         Metrics {
+            writes,
             registry,
             requests,
             latency,
@@ -183,6 +204,29 @@ impl Metrics {
             self.file_resident_bytes
                 .get_or_create(&FileLabels { file })
                 .set(to_i64(bytes));
+        }
+        if let crate::state::Writes::Live(live) = &shared.writes {
+            let status = live.status();
+            let measures = [
+                ("logged_seq", status.logged_seq as f64),
+                ("visible_seq", status.visible_seq as f64),
+                ("sealed_seq", status.sealed_seq as f64),
+                ("wal_bytes", status.wal_bytes as f64),
+                ("unsealed_docs", status.unsealed_docs as f64),
+                ("sealed_segments", status.sealed_segments as f64),
+                ("refresh_segments", status.refresh_segments as f64),
+                ("seals", status.seals as f64),
+                ("merges", status.merges as f64),
+                ("last_seal_seconds", status.last_seal_s),
+                ("last_merge_seconds", status.last_merge_s),
+            ];
+            for (measure, value) in measures {
+                self.writes
+                    .get_or_create(&WriteLabels {
+                        measure: measure.to_string(),
+                    })
+                    .set(value);
+            }
         }
         let mut text = String::new();
         // Writing into a String cannot fail.

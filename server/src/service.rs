@@ -10,7 +10,7 @@
 use crate::config::ServeOptions;
 use crate::convert::{prepare, response};
 use crate::deadline::deadline;
-use crate::state::{ChecksumState, Served, Shared, StreamSlot};
+use crate::state::{ChecksumState, Served, Shared, StreamSlot, Writes};
 use crate::status::to_status;
 use crate::wire::request_fault;
 use crate::workers::{Cancel, Rejected};
@@ -23,8 +23,8 @@ use tandem_engine::{Index, SearchStats};
 use tandem_proto::v1::search_server::Search;
 use tandem_proto::v1::search_stream_response::Result as StreamResult;
 use tandem_proto::v1::{
-    GetIndexInfoRequest, IndexInfo, SearchBatchRequest, SearchBatchResponse, SearchRequest,
-    SearchResponse, SearchStreamResponse, SegmentInfo, StreamError,
+    self as v1, GetIndexInfoRequest, IndexInfo, SearchBatchRequest, SearchBatchResponse,
+    SearchRequest, SearchResponse, SearchStreamResponse, SegmentInfo, StreamError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -569,6 +569,40 @@ pub fn index_info(shared: &Shared, served: &Served) -> IndexInfo {
                 },
             })
             .collect(),
+        writes: Some(write_info(shared)),
+    }
+}
+
+/// Where the live writes stand, for IndexInfo.
+fn write_info(shared: &Shared) -> v1::WriteInfo {
+    let options = &shared.options.writes;
+    let settings = v1::WriteInfo {
+        refresh_interval_s: options.refresh_interval_s,
+        seal_docs: options.seal_docs,
+        seal_bytes: options.seal_bytes,
+        ..Default::default()
+    };
+    match (&shared.writes, options.read_only) {
+        (Writes::Live(live), false) => {
+            let status = live.status();
+            v1::WriteInfo {
+                writable: true,
+                logged_seq: status.logged_seq,
+                visible_seq: status.visible_seq,
+                sealed_seq: status.sealed_seq,
+                wal_bytes: status.wal_bytes,
+                unsealed_docs: status.unsealed_docs,
+                ..settings
+            }
+        }
+        (Writes::Refused(reason), false) => v1::WriteInfo {
+            reason: reason.clone(),
+            ..settings
+        },
+        (_, true) => v1::WriteInfo {
+            reason: "this server was started with --read-only".to_string(),
+            ..settings
+        },
     }
 }
 

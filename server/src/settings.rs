@@ -13,7 +13,7 @@
 //! variable, admin tokens from `--admin-tokens-file` or `TANDEM_ADMIN_TOKENS` ([`EnvTokens`]).
 
 use crate::auth::Tokens;
-use crate::config::{Checksums, ServeOptions, TlsFiles};
+use crate::config::{Checksums, ServeOptions, TlsFiles, WriteOptions};
 use crate::encode::EncoderSettings;
 use anyhow::Context;
 use clap::parser::ValueSource;
@@ -162,6 +162,26 @@ pub struct Settings {
     /// Most ids in one Delete call; more is RESOURCE_EXHAUSTED [default: 100000].
     #[arg(long, env = "TANDEM_MAX_DELETE_IDS")]
     pub max_delete_ids: Option<usize>,
+    /// Refuse writes (Upsert, Delete) with FAILED_PRECONDITION, and serve a segmented index's
+    /// sealed segments without replaying its write-ahead log (nothing in the directory is
+    /// changed).
+    #[arg(long, env = "TANDEM_READ_ONLY", num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", value_name = "BOOL", value_parser = boolish())]
+    pub read_only: Option<bool>,
+    /// Seconds between refreshes of a writable index: writes become searchable within it
+    /// [default: 1].
+    #[arg(long, env = "TANDEM_REFRESH_INTERVAL")]
+    pub refresh_interval: Option<f64>,
+    /// Seal the refresh segments of a writable index into a sealed segment once they hold this
+    /// many documents [default: 100000].
+    #[arg(long, env = "TANDEM_SEAL_DOCS")]
+    pub seal_docs: Option<u64>,
+    /// … or this many bytes of stored token vectors [default: 1073741824].
+    #[arg(long, env = "TANDEM_SEAL_BYTES")]
+    pub seal_bytes: Option<u64>,
+    /// Most documents in one Upsert batch; more is RESOURCE_EXHAUSTED [default: 10000].
+    #[arg(long, env = "TANDEM_MAX_UPSERT_DOCS")]
+    pub max_upsert_docs: Option<usize>,
     /// Largest gRPC request message, bytes [default: 33554432].
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -375,6 +395,7 @@ impl Settings {
             verify, skip_checksums, default_k, default_kappa, default_cp_alpha, default_ee_beta,
             default_fusion_method, default_fusion_weight, default_rrf_k, max_k, max_kappa,
             max_query_terms, max_query_tokens, max_batch, max_delete_ids, max_message_bytes,
+            read_only, refresh_interval, seal_docs, seal_bytes, max_upsert_docs,
             no_prefetch, workers, max_queue, max_streams, stream_window, tls_cert, tls_key,
             auth_tokens_file, admin_tokens_file, index_root, sparse_model, sparse_table,
             sparse_tokenizer, vector_model, vector_projection_mean, vector_projection_matrix,
@@ -486,6 +507,13 @@ impl Settings {
             )?,
             index_root: self.index_root,
             max_delete_ids: self.max_delete_ids.unwrap_or(d.max_delete_ids),
+            writes: WriteOptions {
+                read_only: self.read_only.unwrap_or(d.writes.read_only),
+                refresh_interval_s: self.refresh_interval.unwrap_or(d.writes.refresh_interval_s),
+                seal_docs: self.seal_docs.unwrap_or(d.writes.seal_docs),
+                seal_bytes: self.seal_bytes.unwrap_or(d.writes.seal_bytes),
+                max_upsert_docs: self.max_upsert_docs.unwrap_or(d.writes.max_upsert_docs),
+            },
             tls,
             encoders,
         };

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tandem_engine::live::LiveIndex;
 use tandem_engine::{DeleteOutcome, Index};
 use tandem_proto::v1::search_server::SERVICE_NAME as SEARCH_SERVICE;
 use tonic_health::server::HealthReporter;
@@ -30,8 +31,8 @@ pub enum ChecksumState {
 
 /// The index being served, when it was loaded, and whether its files were found intact.
 pub struct Served {
-    /// The index.
-    pub index: Index,
+    /// The index (for a writable index, the view of its last refresh).
+    pub index: Arc<Index>,
     /// When it was swapped in.
     pub loaded: Instant,
     checksums: Mutex<ChecksumState>,
@@ -39,7 +40,7 @@ pub struct Served {
 
 impl Served {
     /// `index`, loaded now, opened as `verify` says (so verified already with `Full`).
-    fn new(index: Index, verify: Checksums) -> Served {
+    fn new(index: Arc<Index>, verify: Checksums) -> Served {
         let state = match verify {
             Checksums::Full => ChecksumState::Verified,
             Checksums::Background => ChecksumState::Pending,
@@ -49,6 +50,16 @@ impl Served {
             index,
             loaded: Instant::now(),
             checksums: Mutex::new(state),
+        }
+    }
+
+    /// A newer view of the same writable index: loaded and checked when `earlier` was (the
+    /// segments a writer adds are verified as it writes them).
+    fn refreshed(index: Arc<Index>, earlier: &Served) -> Served {
+        Served {
+            index,
+            loaded: earlier.loaded,
+            checksums: Mutex::new(earlier.checksums()),
         }
     }
 
@@ -97,6 +108,47 @@ pub struct Shared {
     stopping: AtomicBool,
     /// One reload or delete at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Writes: the writable index, or why writes are refused.
+    pub writes: Writes,
+    /// One Upsert batch is converted, validated and logged at a time: ingest takes at most one
+    /// core from queries however many clients write (they queue here, in arrival order).
+    pub write_lane: tokio::sync::Semaphore,
+}
+
+/// Whether the server takes writes.
+pub enum Writes {
+    /// It does, into this index.
+    Live(Arc<LiveIndex>),
+    /// It does not, for this reason (FAILED_PRECONDITION names it).
+    Refused(String),
+}
+
+/// What a server serves: an index opened for reading, or a writable one.
+pub enum Source {
+    /// Read-only (Delete still writes tombstones of a single-segment index unless the reason
+    /// says writes are refused altogether).
+    Static {
+        /// The index.
+        index: Index,
+        /// Why writes (Upsert) are refused.
+        reason: String,
+    },
+    /// Writable.
+    Live(Arc<LiveIndex>),
+}
+
+impl From<Index> for Source {
+    fn from(index: Index) -> Source {
+        let reason = if index.segment_names().iter().all(|n| n.is_empty()) {
+            format!(
+                "{} is a single segment (manifest.json), which cannot take writes: build it with `tandem-index build --segment-docs N`, or start from `tandem-index create`",
+                index.dir().display()
+            )
+        } else {
+            "this server was given an index opened read-only".to_string()
+        };
+        Source::Static { index, reason }
+    }
 }
 
 impl Shared {
@@ -104,15 +156,21 @@ impl Shared {
     /// health reported to `health` (starts the worker threads; the background checksum pass
     /// starts with [`Shared::start_checksums`]).
     pub fn new(
-        index: Index,
+        source: Source,
         options: ServeOptions,
         health: HealthReporter,
     ) -> std::io::Result<Shared> {
         let workers = Workers::new(options.workers, options.max_queue)?;
         let now = Instant::now();
         let verify = options.verify;
+        let (index, writes) = match source {
+            Source::Static { index, reason } => (Arc::new(index), Writes::Refused(reason)),
+            Source::Live(live) => (live.view(), Writes::Live(live)),
+        };
         Ok(Shared {
             served: ArcSwap::from_pointee(Served::new(index, verify)),
+            writes,
+            write_lane: tokio::sync::Semaphore::new(1),
             options,
             workers,
             metrics: Metrics::new(),
@@ -126,15 +184,42 @@ impl Shared {
         })
     }
 
-    /// The index now served; a call keeps using the one it got even if a reload swaps another in.
+    /// The index now served; a call keeps using the one it got even if a reload (or, for a
+    /// writable index, a refresh) swaps another in.
     pub fn served(&self) -> Arc<Served> {
-        self.served.load_full()
+        let served = self.served.load_full();
+        if let Writes::Live(live) = &self.writes {
+            let view = live.view();
+            if !Arc::ptr_eq(&view, &served.index) {
+                let next = Arc::new(Served::refreshed(view, &served));
+                self.served.store(next.clone());
+                return next;
+            }
+        }
+        served
+    }
+
+    /// The writable index, or FAILED_PRECONDITION saying why writes are refused.
+    pub fn live(&self) -> Result<&Arc<LiveIndex>, tonic::Status> {
+        match &self.writes {
+            Writes::Live(live) => Ok(live),
+            Writes::Refused(reason) => Err(tonic::Status::failed_precondition(format!(
+                "writes are refused: {reason}"
+            ))),
+        }
     }
 
     /// Loads `dir` (default: the directory served now) off the reactor and swaps it in. On
     /// failure the current index stays. Returns the new index and how long the load took.
     pub async fn reload(&self, dir: Option<PathBuf>) -> tandem_engine::Result<(Arc<Served>, u128)> {
         let _one_at_a_time = self.reloading.lock().await;
+        if let Writes::Live(live) = &self.writes {
+            return Err(tandem_engine::Error::Stale {
+                path: live.dir().to_path_buf(),
+                message: "this server writes into the index it serves, which refreshes itself; ReloadIndex serves new directories on servers started with --read-only"
+                    .to_string(),
+            });
+        }
         let dir = dir.unwrap_or_else(|| self.served().index.dir().to_path_buf());
         let verify = self.verify.at_open();
         let started = Instant::now();
@@ -154,7 +239,7 @@ impl Shared {
                 ));
             }
         }
-        let served = Arc::new(Served::new(index, self.verify));
+        let served = Arc::new(Served::new(Arc::new(index), self.verify));
         self.served.store(served.clone());
         self.set_health(ServingStatus::Serving).await;
         Ok((served, started.elapsed().as_millis()))
@@ -234,12 +319,20 @@ impl Shared {
     ) -> tandem_engine::Result<(DeleteOutcome, Arc<Served>)> {
         let _no_reload = self.reloading.lock().await;
         let served = self.served();
+        let failed = |e: tokio::task::JoinError| {
+            tandem_engine::Error::corrupt(served.index.dir(), format!("delete failed: {e}"))
+        };
+        if let Writes::Live(live) = &self.writes {
+            let live = live.clone();
+            let (outcome, _) = tokio::task::spawn_blocking(move || live.delete(ids))
+                .await
+                .map_err(failed)??;
+            return Ok((outcome, self.served()));
+        }
         let deleting = served.clone();
         let outcome = tokio::task::spawn_blocking(move || deleting.index.delete(&ids))
             .await
-            .map_err(|e| {
-                tandem_engine::Error::corrupt(served.index.dir(), format!("delete failed: {e}"))
-            })??;
+            .map_err(failed)??;
         Ok((outcome, served))
     }
 

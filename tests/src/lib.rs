@@ -3,12 +3,17 @@
 
 #![warn(missing_docs)]
 
+pub mod equivalence;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tandem_data::synth::{generate, SynthConfig};
 use tandem_engine::approx::{ApproxSettings, CalibrationParams};
 use tandem_engine::build::{build_index, BuildConfig, NoProgress};
+use tandem_engine::live::{LiveIndex, LiveOptions};
 use tandem_engine::Index;
 use tandem_server::config::ServeOptions;
+use tandem_server::state::Source;
 use tandem_server::Listeners;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -156,6 +161,17 @@ impl TestServer {
         Self::launch(index_dir, options, false, true).await
     }
 
+    /// Opens `index_dir` for live writes ([`LiveIndex::open`], recovering its log) and serves
+    /// it with `options`.
+    pub async fn start_live(
+        index_dir: &Path,
+        options: ServeOptions,
+        live: LiveOptions,
+    ) -> anyhow::Result<TestServer> {
+        let live = Arc::new(LiveIndex::open(index_dir, live)?);
+        Self::serve(Source::Live(live), options, false, false).await
+    }
+
     async fn launch(
         index_dir: &Path,
         options: ServeOptions,
@@ -163,6 +179,15 @@ impl TestServer {
         admin: bool,
     ) -> anyhow::Result<TestServer> {
         let index = Index::open(index_dir)?;
+        Self::serve(Source::from(index), options, metrics, admin).await
+    }
+
+    async fn serve(
+        source: Source,
+        options: ServeOptions,
+        metrics: bool,
+        admin: bool,
+    ) -> anyhow::Result<TestServer> {
         let scheme = if options.tls.is_some() {
             "https"
         } else {
@@ -187,7 +212,7 @@ impl TestServer {
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(tandem_server::serve(
-            index,
+            source,
             options,
             Listeners {
                 grpc,

@@ -105,25 +105,29 @@ pub struct LoadArgs {
 
 /// The kind of call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
+pub(crate) enum Method {
     Search,
     Batch,
     Stream,
 }
 
 /// How long and how much one run may do.
-#[derive(Debug, Clone, Copy)]
-struct Bounds {
-    duration: Duration,
-    calls: u64,
+#[derive(Debug, Clone)]
+pub(crate) struct Bounds {
+    /// Longest measured time.
+    pub(crate) duration: Duration,
+    /// Most calls.
+    pub(crate) calls: u64,
+    /// Ends the run early once raised (open loop).
+    pub(crate) stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Everything the call sites share.
-struct Plan {
-    requests: Vec<SearchRequest>,
-    method: Method,
-    batch_size: usize,
-    keep_answers: bool,
+pub(crate) struct Plan {
+    pub(crate) requests: Vec<SearchRequest>,
+    pub(crate) method: Method,
+    pub(crate) batch_size: usize,
+    pub(crate) keep_answers: bool,
 }
 
 impl Plan {
@@ -233,7 +237,7 @@ struct OpenStream {
 }
 
 /// An open-loop run at `rate` queries/s.
-async fn open_loop(
+pub(crate) async fn open_loop(
     clients: &[TandemClient],
     plan: &Arc<Plan>,
     rate: f64,
@@ -306,7 +310,11 @@ async fn open_loop(
                 mean_gap
             };
             due += Duration::from_secs_f64(gap);
-            if due >= end {
+            let stopped = bounds
+                .stop
+                .as_ref()
+                .is_some_and(|stop| stop.load(Ordering::Relaxed));
+            if due >= end || stopped {
                 break;
             }
             let now = Instant::now();
@@ -408,10 +416,12 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
             })
             .min(args.max_duration),
         calls: args.requests.unwrap_or(u64::MAX).min(args.max_requests),
+        stop: None,
     };
     let warmup = Bounds {
         duration: args.warmup.min(args.max_duration),
         calls: args.max_requests,
+        stop: None,
     };
     let poisson = args.arrivals == "poisson";
     let mut runs: Vec<RunReport> = Vec::new();
@@ -443,7 +453,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
                     rate,
                     poisson,
                     args.seed ^ 0x5eed,
-                    warmup,
+                    warmup.clone(),
                     args.max_in_flight,
                 )
                 .await?;
@@ -454,7 +464,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
                 rate,
                 poisson,
                 args.seed.wrapping_add(i as u64),
-                bounds,
+                bounds.clone(),
                 args.max_in_flight,
             )
             .await?;

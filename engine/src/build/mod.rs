@@ -112,13 +112,13 @@ pub fn build_index(config: &BuildConfig, progress: &dyn Progress) -> Result<Buil
         docs: &inputs.docs,
         rows: &inputs.token_offsets,
         token_strings: inputs.token_strings.as_ref(),
-        place: None,
+        parameters: build_parameters(config, &inputs.vectors),
     };
     let (dir, manifest) = write_segment(
-        config,
-        &inputs,
+        &Storing::of(config, codebook.as_ref()),
+        &inputs.rows(config),
+        inputs.dim,
         whole,
-        codebook.as_ref(),
         (&config.out, config.overwrite),
         progress,
     )?;
@@ -165,19 +165,22 @@ pub fn build_segments(
             out: staging.path().join(&name),
             ..config.clone()
         };
+        let mut parameters = build_parameters(config, &inputs.vectors);
+        parameters.insert(
+            "segment".to_string(),
+            format!("documents {start}..{end} of {doc_count} (--segment-docs {segment_docs})"),
+        );
         let part = Part {
             docs: &docs,
             rows,
             token_strings: strings.as_ref(),
-            place: Some(format!(
-                "documents {start}..{end} of {doc_count} (--segment-docs {segment_docs})"
-            )),
+            parameters,
         };
         let (_, manifest) = write_segment(
-            &segment_config,
-            &inputs,
+            &Storing::of(config, codebook.as_ref()),
+            &inputs.rows(config),
+            inputs.dim,
             part,
-            codebook.as_ref(),
             (&segment_config.out, false),
             progress,
         )?;
@@ -297,25 +300,55 @@ fn train_codebook(
     }
 }
 
-/// One segment's share of a build's inputs.
-struct Part<'a> {
-    /// Its documents, numbered from 0.
-    docs: &'a ParsedDocs,
-    /// Document `d`'s token vectors are rows `rows[d]..rows[d + 1]` of the input.
-    rows: &'a [u64],
-    /// Its documents' token strings, when stored.
-    token_strings: Option<&'a TokenStrings>,
-    /// Which documents of a segmented build it holds (recorded in its build parameters).
-    place: Option<String>,
+impl Inputs {
+    /// The input token vectors as the segment writer reads them.
+    fn rows<'a>(&'a self, config: &BuildConfig) -> vectors::NpyRows<'a> {
+        vectors::NpyRows {
+            array: &self.vectors,
+            int8_scale: config.int8_scale,
+        }
+    }
 }
 
-/// Writes one segment of the input into a staging directory and commits it onto `out`
-/// (replacing it with `overwrite`); returns its directory and manifest.
-fn write_segment(
-    config: &BuildConfig,
-    inputs: &Inputs,
+/// How a segment stores what it is given.
+pub struct Storing<'a> {
+    /// The token vectors' codec.
+    pub codec: Codec,
+    /// The PQ codebook (required with [`Codec::Pq`]).
+    pub codebook: Option<&'a crate::pq::Codebook>,
+    /// Build the approximate first stage with these settings (`None`: exact only).
+    pub approx: Option<&'a ApproxSettings>,
+}
+
+impl<'a> Storing<'a> {
+    fn of(config: &'a BuildConfig, codebook: Option<&'a crate::pq::Codebook>) -> Storing<'a> {
+        Storing {
+            codec: config.codec,
+            codebook,
+            approx: config.approx.as_ref(),
+        }
+    }
+}
+
+/// One segment's share of a build's inputs.
+pub struct Part<'a> {
+    /// Its documents, numbered from 0.
+    pub docs: &'a ParsedDocs,
+    /// Document `d`'s token vectors are rows `rows[d]..rows[d + 1]` of the vectors.
+    pub rows: &'a [u64],
+    /// Its documents' token strings, when stored.
+    pub token_strings: Option<&'a TokenStrings>,
+    /// The build parameters its manifest records.
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// Writes one segment into a staging directory and commits it onto `out` (replacing it with
+/// `overwrite`); returns its directory and manifest. `vectors` holds rows of `dim` values.
+pub fn write_segment(
+    storing: &Storing<'_>,
+    vectors: &dyn vectors::VectorRows,
+    dim: usize,
     part: Part<'_>,
-    codebook: Option<&crate::pq::Codebook>,
     (out, overwrite): (&Path, bool),
     progress: &dyn Progress,
 ) -> Result<(PathBuf, Manifest)> {
@@ -323,10 +356,8 @@ fn write_segment(
         docs,
         rows,
         token_strings,
-        place,
+        parameters,
     } = part;
-    let vectors = &inputs.vectors;
-    let dim = inputs.dim;
     // This segment's token offsets, from 0.
     let token_offsets: Vec<u64> = rows.iter().map(|&r| r - rows[0]).collect();
     let total_tokens = *token_offsets.last().unwrap_or(&0);
@@ -355,7 +386,7 @@ fn write_segment(
     put(&mut staging, files::POSTINGS_OFFSETS, &inverted.offsets)?;
     put(&mut staging, files::POSTINGS_DOCS, &inverted.docs)?;
     put(&mut staging, files::POSTINGS_WEIGHTS, &inverted.weights)?;
-    let approx_manifest = match &config.approx {
+    let approx_manifest = match storing.approx {
         Some(settings) => {
             progress.start("approximate first stage", 1);
             let matrices = SparseMatrices {
@@ -400,7 +431,7 @@ fn write_segment(
         files::TOKENS_PADDED,
         &vectors::padded_offsets(&token_offsets),
     )?;
-    let target = match (config.codec, codebook) {
+    let target = match (storing.codec, storing.codebook) {
         (Codec::Pq, Some(codebook)) => {
             put(&mut staging, files::PQ_SUBSPACES, &codebook.bounds())?;
             put(&mut staging, files::PQ_CODEBOOK, &codebook.centroids())?;
@@ -417,7 +448,7 @@ fn write_segment(
     };
     vectors::write_packed(
         vectors,
-        config.int8_scale,
+        dim,
         rows,
         &docs.ids,
         target,
@@ -437,14 +468,8 @@ fn write_segment(
         token_count: total_tokens,
         posting_count: docs.terms.len() as u64,
         dim: dim as u32,
-        vector_codec: config.codec.name().to_string(),
-        build_parameters: {
-            let mut parameters = build_parameters(config, vectors);
-            if let Some(place) = place {
-                parameters.insert("segment".to_string(), place);
-            }
-            parameters
-        },
+        vector_codec: storing.codec.name().to_string(),
+        build_parameters: parameters,
         approx: approx_manifest,
         files: BTreeMap::new(),
     };

@@ -29,6 +29,64 @@ pub fn padded_offsets(doc_offsets: &[u64]) -> Vec<u64> {
     padded
 }
 
+/// Where a build reads token vectors from: an input `.npy` file, or rows a live writer holds
+/// in memory.
+pub trait VectorRows: Sync {
+    /// Decodes rows `rows` into `out` as f32, row-major.
+    fn rows_f32(&self, rows: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<()>;
+    /// Where the rows come from, for error messages (a file name).
+    fn source(&self) -> String;
+}
+
+/// An input `.npy` file of token vectors, int8 values scaled by `int8_scale`.
+pub struct NpyRows<'a> {
+    /// The array.
+    pub array: &'a NpyArray,
+    /// For int8 vectors: value = q × scale.
+    pub int8_scale: Option<f32>,
+}
+
+impl VectorRows for NpyRows<'_> {
+    fn rows_f32(&self, rows: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<()> {
+        Ok(self.array.rows_f32(rows, self.int8_scale, out)?)
+    }
+
+    fn source(&self) -> String {
+        self.array.path().display().to_string()
+    }
+}
+
+/// Token vectors held in memory as float16, `dim` values per row.
+pub struct F16Rows<'a> {
+    /// Row-major values.
+    pub values: &'a [f16],
+    /// Values per row.
+    pub dim: usize,
+    /// What they are, for error messages.
+    pub source: &'a str,
+}
+
+impl VectorRows for F16Rows<'_> {
+    fn rows_f32(&self, rows: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        let values = self
+            .values
+            .get(rows.start * self.dim..rows.end * self.dim)
+            .ok_or_else(|| {
+                Error::bad_input(
+                    self.source.to_string(),
+                    format!("rows {rows:?} are past the end"),
+                )
+            })?;
+        out.extend(values.iter().map(|v| v.to_f32()));
+        Ok(())
+    }
+
+    fn source(&self) -> String {
+        self.source.to_string()
+    }
+}
+
 /// The stored form of the token vectors.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
@@ -45,15 +103,14 @@ pub enum Target<'a> {
 /// `vectors`; `doc_ids` only serves error messages, which name the row, its document and token,
 /// and the column.
 pub fn write_packed(
-    vectors: &NpyArray,
-    int8_scale: Option<f32>,
+    vectors: &dyn VectorRows,
+    dim: usize,
     doc_offsets: &[u64],
     doc_ids: &[String],
     target: Target<'_>,
     staging: &mut StagingDir,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let (_, dim) = vectors.matrix_shape()?;
     // The documents' rows of `vectors` (all of them, or one segment's).
     let first_row = doc_offsets.first().copied().unwrap_or(0);
     let rows = (doc_offsets.last().copied().unwrap_or(0) - first_row) as usize;
@@ -72,7 +129,7 @@ pub fn write_packed(
         }
         let packed: Vec<Result<Packed>> = (first..last)
             .into_par_iter()
-            .map(|doc| pack_one(vectors, int8_scale, doc_offsets, doc_ids, doc, dim, target))
+            .map(|doc| pack_one(vectors, doc_offsets, doc_ids, doc, dim, target))
             .collect();
         for doc in packed {
             sink.push(doc?)?;
@@ -176,8 +233,7 @@ impl Sink {
 
 /// Converts and packs one document's rows.
 fn pack_one(
-    vectors: &NpyArray,
-    int8_scale: Option<f32>,
+    vectors: &dyn VectorRows,
     doc_offsets: &[u64],
     doc_ids: &[String],
     doc: usize,
@@ -186,12 +242,12 @@ fn pack_one(
 ) -> Result<Packed> {
     let (start, stop) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
     let mut values_f32 = Vec::new();
-    vectors.rows_f32(start..stop, int8_scale, &mut values_f32)?;
+    vectors.rows_f32(start..stop, &mut values_f32)?;
     let rows: Vec<f16> = values_f32.iter().map(|&v| f16::from_f32(v)).collect();
     if let Some(i) = rows.iter().position(|h| !h.is_finite()) {
         let row = start + i / dim;
         return Err(Error::bad_input(
-            format!("{}: row {row}", vectors.path().display()),
+            format!("{}: row {row}", vectors.source()),
             format!(
                 "(document {:?}, its token {}) column {}: value {} is not finite or exceeds the float16 range",
                 doc_ids.get(doc).map(String::as_str).unwrap_or("?"),

@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::format::staging::sync_path;
 use crate::format::FORMAT_VERSION;
+use crate::params::{ApproxBuildParams, ApproxQueryParams};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -29,24 +30,59 @@ pub struct SegmentEntry {
 }
 
 /// The parsed `segments.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentList {
     /// On-disk format version ([`FORMAT_VERSION`] when written by this build).
     pub format_version: u32,
     /// The segments in order: document ids of the index follow this order.
     pub segments: Vec<SegmentEntry>,
-    /// xxh3-64 of the entries (their JSON), 16 lowercase hex digits.
+    /// What live writes need to know besides the segments (absent in batch builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<WriteState>,
+    /// xxh3-64 of the entries and the write state (their JSON), 16 lowercase hex digits.
     pub xxh3: String,
+}
+
+/// The state of live writes the segment list records (see `crate::live`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteState {
+    /// Every write of the write-ahead log with a sequence number up to this one is held by the
+    /// listed segments and their tombstones; recovery replays the writes after it.
+    pub sealed_seq: u64,
+    /// The vocabulary is fixed: documents with other terms are refused (else it grows).
+    pub fixed_vocab: bool,
+    /// The number the next segment a writer creates takes in its name.
+    pub next_segment: u64,
+    /// The approximate first stage sealed and merged segments get (`None`: exact only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_stage: Option<SealStage>,
+}
+
+/// How a writer builds the approximate first stage of the segments it seals and merges.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealStage {
+    /// Build parameters.
+    pub build: ApproxBuildParams,
+    /// Query defaults.
+    pub query_defaults: ApproxQueryParams,
 }
 
 impl SegmentList {
     /// A list of `segments`, with its checksum.
     pub fn new(segments: Vec<SegmentEntry>) -> SegmentList {
-        let xxh3 = entries_checksum(&segments);
+        SegmentList::with_writes(segments, None)
+    }
+
+    /// A list of `segments` with the state of live writes, and its checksum.
+    pub fn with_writes(segments: Vec<SegmentEntry>, writes: Option<WriteState>) -> SegmentList {
+        let xxh3 = entries_checksum(&segments, writes.as_ref());
         SegmentList {
             format_version: FORMAT_VERSION,
             segments,
+            writes,
             xxh3,
         }
     }
@@ -66,7 +102,7 @@ impl SegmentList {
                 ),
             ));
         }
-        let expected = entries_checksum(&list.segments);
+        let expected = entries_checksum(&list.segments, list.writes.as_ref());
         if expected != list.xxh3 {
             return Err(Error::corrupt(
                 path,
@@ -120,9 +156,12 @@ pub fn segment_name(n: u64) -> String {
     format!("seg-{n:06}")
 }
 
-fn entries_checksum(entries: &[SegmentEntry]) -> String {
-    // Serialising a Vec of plain structs cannot fail; an empty string would fail the check.
-    let json = serde_json::to_string(entries).unwrap_or_default();
+fn entries_checksum(entries: &[SegmentEntry], writes: Option<&WriteState>) -> String {
+    // Serialising plain structs cannot fail; an empty string would fail the check.
+    let mut json = serde_json::to_string(entries).unwrap_or_default();
+    if let Some(writes) = writes {
+        json.push_str(&serde_json::to_string(writes).unwrap_or_default());
+    }
     format!("{:016x}", xxh3_64(json.as_bytes()))
 }
 
