@@ -11,10 +11,13 @@
 //!    load stops when the last write is searchable.
 //!
 //! The report: documents/s, vector MB/s, Upsert call latency, time to visible, and query
-//! p50/p99 idle and during ingest with their ratio; `--json` writes it.
+//! p50/p99 idle and during ingest with their ratio; `--json` writes it, `--plot FILE.png` draws
+//! each query's latency over the ingest with the moments seals and merges finished (polled from
+//! GetIndexInfo every 100 ms) marked.
 
 use crate::load::report::{run_report, summary, RunReport};
 use crate::load::{open_loop, Bounds, Method, Plan};
+use crate::plot::{write_png, LineChart, Series};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -49,6 +52,9 @@ pub struct IngestArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw query latency over the ingest, seals and merges marked, into this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// What an ingest run measured.
@@ -80,6 +86,10 @@ pub struct IngestReport {
     pub during: RunReport,
     /// Segments of the index afterwards (as GetIndexInfo lists them).
     pub segments_after: usize,
+    /// Seconds from the start of the ingest at which seals finished.
+    pub seals_at_s: Vec<f64>,
+    /// Seconds from the start of the ingest at which merges finished.
+    pub merges_at_s: Vec<f64>,
 }
 
 /// Runs `tandem-bench ingest` and prints the report.
@@ -104,6 +114,7 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         method: Method::Search,
         batch_size: 1,
         keep_answers: false,
+        keep_timeline: true,
     });
     let server = &args.upsert.server;
     let searcher = vec![server.connect().await?];
@@ -133,6 +144,11 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     let load = tokio::spawn(run(Duration::from_secs(3600), Some(stop.clone()), 2));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let poller = tokio::spawn(poll_maintenance(
+        server.connect().await?,
+        stop.clone(),
+        started,
+    ));
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..args.writers.max(1) {
         let mut client = server.connect().await?;
@@ -181,6 +197,8 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
     let visible_s = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let (recorder, elapsed, not_sent, _) = load.await??;
+    let (seals_at_s, merges_at_s) = poller.await?;
+    let timeline = recorder.timeline.clone().unwrap_or_default();
     let during = run_report(
         format!("during ingest: {} queries/s", args.rate),
         Some(args.rate),
@@ -207,13 +225,74 @@ pub async fn ingest(args: &IngestArgs) -> anyhow::Result<IngestReport> {
         idle,
         during,
         segments_after,
+        seals_at_s,
+        merges_at_s,
     };
     println!("{}", text(&report));
+    if let Some(path) = &args.plot {
+        plot(&report, &timeline, path)?;
+    }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// Polls GetIndexInfo every 100 ms until `stop`; returns when (seconds from `started`) the
+/// seal and merge counters moved.
+async fn poll_maintenance(
+    mut client: tandem_client::TandemClient,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut seals_at, mut merges_at) = (Vec::new(), Vec::new());
+    let mut last: Option<(u64, u64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(info) = client.index_info().await {
+            let writes = info.writes.unwrap_or_default();
+            let now = started.elapsed().as_secs_f64();
+            if let Some((seals, merges)) = last {
+                seals_at.extend((seals..writes.seals).map(|_| now));
+                merges_at.extend((merges..writes.merges).map(|_| now));
+            }
+            last = Some((writes.seals, writes.merges));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (seals_at, merges_at)
+}
+
+/// Query latency (ms) over the ingest, with seals and merges marked at the top.
+fn plot(
+    report: &IngestReport,
+    timeline: &[(f64, f64)],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let top = timeline.iter().map(|p| p.1).fold(1.0, f64::max);
+    let marks = |name: &str, at: &[f64], y: f64| Series {
+        name: format!("{name} ({})", at.len()),
+        points: at.iter().map(|&t| (t, y)).collect(),
+        joined: false,
+    };
+    let chart = LineChart {
+        title: format!(
+            "query latency while ingesting {} documents ({:.0}/s, {} writers)",
+            report.documents, report.docs_per_s, report.writers
+        ),
+        x_label: "seconds from the start of the ingest".to_string(),
+        y_label: "query latency, ms".to_string(),
+        series: vec![
+            Series {
+                name: "queries".to_string(),
+                points: timeline.to_vec(),
+                joined: false,
+            },
+            marks("seals finished", &report.seals_at_s, top * 1.05),
+            marks("merges finished", &report.merges_at_s, top * 1.1),
+        ],
+    };
+    write_png(&chart, path)
 }
 
 fn dim_of(batches: &[tandem_proto::v1::UpsertRequest]) -> u32 {

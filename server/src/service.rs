@@ -592,6 +592,8 @@ fn write_info(shared: &Shared) -> v1::WriteInfo {
                 sealed_seq: status.sealed_seq,
                 wal_bytes: status.wal_bytes,
                 unsealed_docs: status.unsealed_docs,
+                seals: status.seals,
+                merges: status.merges,
                 ..settings
             }
         }

@@ -128,6 +128,8 @@ pub(crate) struct Plan {
     pub(crate) method: Method,
     pub(crate) batch_size: usize,
     pub(crate) keep_answers: bool,
+    /// Keep each call's answer time and latency (open loop; [`Recorder::with_timeline`]).
+    pub(crate) keep_timeline: bool,
 }
 
 impl Plan {
@@ -256,7 +258,11 @@ pub(crate) async fn open_loop(
         1.0
     };
     let mean_gap = per_call / rate;
-    let recorder = Arc::new(Mutex::new(Recorder::new(plan.keep_answers)));
+    let mut recorder = Recorder::new(plan.keep_answers);
+    if plan.keep_timeline {
+        recorder = recorder.with_timeline();
+    }
+    let recorder = Arc::new(Mutex::new(recorder));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut streams = Vec::new();
     let mut readers = tokio::task::JoinSet::new();
@@ -401,6 +407,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<()> {
         method,
         batch_size: args.batch_size,
         keep_answers: qrels.is_some(),
+        keep_timeline: false,
     });
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {

@@ -32,6 +32,10 @@ pub struct Recorder {
     /// First answer per query id, `(doc id, score)` best first; kept only when `keep_answers`.
     pub answers: HashMap<String, Vec<(String, f64)>>,
     keep_answers: bool,
+    /// With [`Recorder::with_timeline`]: each call's `(seconds from the recorder's creation to
+    /// its answer, latency in ms)`, in answer order.
+    pub timeline: Option<Vec<(f64, f64)>>,
+    created: std::time::Instant,
 }
 
 impl Recorder {
@@ -47,13 +51,24 @@ impl Recorder {
             errors: 0,
             answers: HashMap::new(),
             keep_answers,
+            timeline: None,
+            created: std::time::Instant::now(),
         }
+    }
+
+    /// This recorder, also keeping every call's answer time and latency.
+    pub fn with_timeline(mut self) -> Recorder {
+        self.timeline = Some(Vec::new());
+        self
     }
 
     /// Records one call that took `latency` (from its intended start) and ended in `outcome`.
     pub fn record(&mut self, latency: Duration, outcome: Outcome) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        if let Some(timeline) = &mut self.timeline {
+            timeline.push((self.created.elapsed().as_secs_f64(), us as f64 / 1e3));
+        }
         self.calls += 1;
         let code = match outcome {
             Outcome::Answered(responses) => {
